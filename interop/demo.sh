@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The main job: build our libnbd.so.0 and run Debian's nbdinfo on an nbdkit server with it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+
+"$root/tests/install-deps.sh"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j2
+
+tmp=$(mktemp -d)
+cleanup() {
+  [ -f "$tmp/pid" ] && kill "$(cat "$tmp/pid")" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+nbdkit -U "$tmp/sock" -P "$tmp/pid" --exit-with-parent memory 64M
+for _ in $(seq 100); do [ -S "$tmp/sock" ] && break; sleep 0.05; done
+
+export LD_LIBRARY_PATH=$build/lib
+echo "== nbdinfo --version (shows which libnbd is loaded)"
+nbdinfo --version
+echo "== nbdinfo nbd+unix:///?socket=$tmp/sock"
+nbdinfo "nbd+unix:///?socket=$tmp/sock"
