@@ -22,8 +22,8 @@ if [ -e /usr/include/libnbd.h ]; then
   $cc -std=c99 -Wall -Werror -I/usr/include "$srcdir/debian_header.c" \
     -L"$libdir" -lnbd -Wl,-rpath,"$libdir" -o "$tmp/debian_header"
   # Prove which library the program really loaded.
-  loaded=$(LD_LIBRARY_PATH=$libdir LD_DEBUG=libs "$tmp/debian_header" 2>&1 >/dev/null |
-    awk '/calling init: .*libnbd\.so\.0/ {print $NF; exit}')
+  LD_LIBRARY_PATH=$libdir LD_DEBUG=libs "$tmp/debian_header" 2>"$tmp/ld.log" >/dev/null
+  loaded=$(awk '/calling init: .*libnbd\.so\.0/ {print $NF; exit}' "$tmp/ld.log")
   echo "loaded: $loaded"
   case "$loaded" in
     "$libdir"/*) ;;

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// One transmission-phase command, from the caller's aio_* call until it is retired.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "handle/closure.h"
+
+namespace duplexnbd {
+
+struct Command {
+  uint64_t cookie = 0;
+  uint16_t type = 0;            // wire::kCmd*
+  uint16_t flags = 0;           // wire::kCmdFlag* as sent
+  uint64_t offset = 0;
+  uint64_t count = 0;           // effect length
+
+  void *read_buf = nullptr;     // NBD_CMD_READ destination, `count` bytes
+  const void *payload = nullptr;  // bytes sent after the header (write data, BS filter)
+  uint64_t payload_len = 0;
+  std::vector<uint8_t> owned_payload;  // when the library builds the payload itself
+
+  ChunkCallback chunk;          // pread_structured
+  ExtentCallback extent;        // block_status
+  Extent64Callback extent64;    // block_status_64 / block_status_filter
+  CompletionCallback completion;
+
+  int error = 0;                // first error seen (errno value); 0 = success
+  uint64_t data_seen = 0;       // read bytes covered by data/hole chunks
+  bool reply_started = false;   // a reply chunk arrived (for the simple/structured checks)
+  bool claimed = false;         // the reader looked it up (guarded by the table lock)
+
+  // The writer and the reader each hold one reference; whoever drops the last one hands
+  // the command on for completion. This is how the writer can let go of a command whose
+  // reply may already have been parsed by another thread, without touching it after.
+  std::atomic<int> refs{2};
+
+  Command *next = nullptr;      // CompletionList / CommandTable done queue link
+};
+
+using CommandPtr = std::unique_ptr<Command>;
+
+// An intrusive FIFO of commands that reached the end of their life in a machine and must
+// now be finished (callbacks, done queue) by the caller once it has dropped its locks.
+class CompletionList {
+public:
+  void push(Command *c) {
+    c->next = nullptr;
+    if (tail_)
+      tail_->next = c;
+    else
+      head_ = c;
+    tail_ = c;
+  }
+  Command *pop() {
+    Command *c = head_;
+    if (c) {
+      head_ = c->next;
+      if (!head_) tail_ = nullptr;
+      c->next = nullptr;
+    }
+    return c;
+  }
+  bool empty() const { return head_ == nullptr; }
+
+private:
+  Command *head_ = nullptr;
+  Command *tail_ = nullptr;
+};
+
+}  // namespace duplexnbd

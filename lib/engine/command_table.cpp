@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The command table: cookie lookup for the reader, done queue for aio_command_completed.
+#include "engine/command_table.h"
+
+#include <algorithm>
+
+namespace duplexnbd {
+
+CommandTable::~CommandTable() {
+  for (auto &[cookie, c] : in_flight_) delete c;
+  while (done_head_) {
+    Command *c = done_head_;
+    done_head_ = c->next;
+    delete c;
+  }
+}
+
+uint64_t CommandTable::add(Command *c) {
+  std::lock_guard lock(mutex_);
+  c->cookie = next_cookie_++;
+  in_flight_.emplace(c->cookie, c);
+  return c->cookie;
+}
+
+Command *CommandTable::find_in_flight(uint64_t cookie) {
+  std::lock_guard lock(mutex_);
+  auto it = in_flight_.find(cookie);
+  if (it == in_flight_.end()) return nullptr;
+  it->second->claimed = true;
+  return it->second;
+}
+
+bool CommandTable::abandon(Command *c) {
+  std::lock_guard lock(mutex_);
+  if (c->claimed) return false;
+  in_flight_.erase(c->cookie);
+  return true;
+}
+
+void CommandTable::remove_in_flight(Command *c) {
+  std::lock_guard lock(mutex_);
+  in_flight_.erase(c->cookie);
+}
+
+std::vector<Command *> CommandTable::take_all_in_flight() {
+  std::lock_guard lock(mutex_);
+  std::vector<Command *> out;
+  out.reserve(in_flight_.size());
+  for (auto &[cookie, c] : in_flight_) out.push_back(c);
+  in_flight_.clear();
+  // Oldest first, so callbacks run in issue order.
+  std::sort(out.begin(), out.end(), [](Command *a, Command *b) { return a->cookie < b->cookie; });
+  return out;
+}
+
+void CommandTable::push_done(Command *c) {
+  std::lock_guard lock(mutex_);
+  c->next = nullptr;
+  if (done_tail_)
+    done_tail_->next = c;
+  else
+    done_head_ = c;
+  done_tail_ = c;
+}
+
+Command *CommandTable::take_done(uint64_t cookie, bool *in_flight) {
+  std::lock_guard lock(mutex_);
+  Command *prev = nullptr;
+  for (Command *c = done_head_; c; prev = c, c = c->next) {
+    if (c->cookie != cookie) continue;
+    if (prev)
+      prev->next = c->next;
+    else
+      done_head_ = c->next;
+    if (done_tail_ == c) done_tail_ = prev;
+    c->next = nullptr;
+    *in_flight = false;
+    return c;
+  }
+  *in_flight = in_flight_.count(cookie) != 0;
+  return nullptr;
+}
+
+bool CommandTable::is_done(uint64_t cookie) {
+  std::lock_guard lock(mutex_);
+  for (Command *c = done_head_; c; c = c->next)
+    if (c->cookie == cookie) return true;
+  return false;
+}
+
+uint64_t CommandTable::first_done() {
+  std::lock_guard lock(mutex_);
+  return done_head_ ? done_head_->cookie : 0;
+}
+
+int CommandTable::in_flight() const {
+  std::lock_guard lock(mutex_);
+  return int(in_flight_.size());
+}
+
+}  // namespace duplexnbd

@@ -1,0 +1,567 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Connection: drives the handshake, then runs the writer and reader machines side by side.
+#include "engine/connection.h"
+
+#include <poll.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <vector>
+
+#include "handle/debug.h"
+#include "handle/error.h"
+#include "handshake/handshake.h"
+#include "libnbd.h"
+#include "transport/socket_activation.h"
+#include "transport/subprocess.h"
+#include "wire/protocol.h"
+#include "wire/request.h"
+
+namespace duplexnbd {
+
+Connection::Connection(Handle &h) : h_(h) {
+  auto w = transport::Wakeup::create();
+  if (w) wakeup_.emplace(std::move(*w));
+}
+
+Connection::~Connection() {
+  // Commands still queued or in flight are abandoned: their closures are freed without
+  // their callbacks running, as libnbd does when a handle is closed.
+  CompletionList dropped;
+  {
+    std::lock_guard lock(writer_.mutex);
+    writer_.clear(dropped);
+  }
+  if (transport_) transport_->close();
+  handshake_.reset();
+}
+
+void Connection::adopt_subprocess(std::unique_ptr<transport::Subprocess> p) { subprocess_ = std::move(p); }
+void Connection::adopt_socket_activation(std::unique_ptr<transport::SocketActivation> a) {
+  activation_ = std::move(a);
+}
+
+transport::Subprocess *Connection::subprocess() {
+  if (subprocess_) return subprocess_.get();
+  if (activation_) return &activation_->process();
+  return nullptr;
+}
+
+Error Connection::fatal_error() const {
+  std::lock_guard lock(fatal_mutex_);
+  if (fatal_.errnum == 0 && fatal_.message.empty()) return make_error(ENOTCONN, "connection is dead");
+  return fatal_;
+}
+
+// ---------------------------------------------------------------------------
+// Starting.
+
+Status Connection::start_connector(std::unique_ptr<transport::Connector> c) {
+  h_.set_state(State::Connecting);
+  connector_ = std::move(c);
+  if (connector_->done()) return start_with_fd(connector_->take_fd());
+  fd_.store(connector_->fd());
+  return {};
+}
+
+Status Connection::start_with_fd(transport::FileDescriptor fd) {
+  h_.set_state(State::Connecting);
+  connector_.reset();
+  fd_.store(fd.get());
+  transport_ = std::make_unique<transport::SocketTransport>(std::move(fd));
+  return start_handshake();
+}
+
+Status Connection::start_handshake() {
+  handshake::Config cfg;
+  {
+    std::lock_guard lock(h_.settings_mutex);
+    cfg = handshake::config_from(h_.settings);
+  }
+  std::vector<std::function<void()>> deferred;
+  {
+    std::lock_guard lock(handshake_mutex_);
+    handshake_ = std::make_unique<handshake::Handshake>(std::move(cfg), negotiated_, h_);
+    after_handshake_step();
+    handshake_->take_deferred(deferred);
+  }
+  for (auto &f : deferred) f();
+  return {};
+}
+
+// ---------------------------------------------------------------------------
+// Direction and notifications.
+
+int Connection::fd() const { return fd_.load(std::memory_order_acquire); }
+
+unsigned Connection::direction() const {
+  switch (h_.state()) {
+    case State::Connecting:
+      if (!transport_) return LIBNBD_AIO_DIRECTION_WRITE;  // connect() in progress
+      switch (handshake_ ? handshake_->wants() : handshake::Want::None) {
+        case handshake::Want::Read: return LIBNBD_AIO_DIRECTION_READ;
+        case handshake::Want::Write: return LIBNBD_AIO_DIRECTION_WRITE;
+        default: return 0;
+      }
+    case State::Ready: {
+      // Always READ in transmission, to notice replies and the server hanging up.
+      if (writer_.pending()) {
+        write_observed_.store(true, std::memory_order_relaxed);
+        return LIBNBD_AIO_DIRECTION_BOTH;
+      }
+      return LIBNBD_AIO_DIRECTION_READ;
+    }
+    default:
+      return 0;
+  }
+}
+
+bool Connection::processing() const {
+  return h_.state() == State::Ready && (writer_.pending() || reader_.mid_reply());
+}
+
+Status Connection::notify_read() {
+  switch (h_.state()) {
+    case State::Connecting:
+    case State::Negotiating:
+      return run_handshake_io(true, false);
+    case State::Ready:
+      break;
+    default:
+      return {};
+  }
+  CompletionList finished;
+  Result<ReplyReader::Outcome> r = ReplyReader::Outcome::Blocked;
+  uint64_t bytes = 0, chunks = 0;
+  {
+    // A second reader (another thread, or a callback re-entering) has nothing to add.
+    std::unique_lock lock(reader_.mutex, std::try_to_lock);
+    if (!lock) return {};
+    if (h_.state() != State::Ready || !transport_) return {};
+    r = reader_.run(*transport_, table_, finished, bytes, chunks);
+  }
+  bytes_received.fetch_add(bytes, std::memory_order_relaxed);
+  chunks_received.fetch_add(chunks, std::memory_order_relaxed);
+  finish_completed(finished);
+  if (!r) {
+    Error e = r.take_error();
+    fail(e);
+    return e;
+  }
+  if (h_.state() == State::Dead) {
+    reap_dead();
+    return fatal_error();
+  }
+  if (*r == ReplyReader::Outcome::EndOfStream) return on_end_of_stream();
+  return {};
+}
+
+Status Connection::on_end_of_stream() {
+  if (table_.in_flight() == 0 && !writer_.pending()) {
+    debug(h_, "server closed the connection");
+    CompletionList none;
+    {
+      std::lock_guard lock(writer_.mutex);
+      writer_.clear(none);
+    }
+    finish_completed(none);
+    h_.set_state(State::Closed);
+    notify_waiters();
+    return {};
+  }
+  Error e = make_error(ENOTCONN, "server closed the connection unexpectedly");
+  fail(e);
+  return e;
+}
+
+Status Connection::notify_write() {
+  switch (h_.state()) {
+    case State::Connecting:
+    case State::Negotiating:
+      return run_handshake_io(false, true);
+    case State::Ready:
+      break;
+    default:
+      return {};
+  }
+  if (!writer_.pending()) {
+    // Nothing queued. That is a caller's mistake only if nothing could have been queued
+    // since it last saw WRITE: a second thread may legitimately have sent it already.
+    if (!write_observed_.exchange(false, std::memory_order_relaxed) && table_.in_flight() == 0)
+      return make_error(EINVAL, "nothing to write: the handle is not blocked on writing");
+    return {};
+  }
+  CompletionList finished;
+  Status s;
+  uint64_t bytes = 0;
+  {
+    std::lock_guard lock(writer_.mutex);
+    if (h_.state() != State::Ready || !transport_) return {};
+    s = writer_.run(*transport_, finished, bytes);
+  }
+  bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  finish_completed(finished);
+  if (!s) {
+    Error e = s.take_error();
+    fail(e);
+    return e;
+  }
+  return {};
+}
+
+Status Connection::run_handshake_io(bool readable, bool writable) {
+  std::vector<std::function<void()>> deferred;
+  Status s;
+  bool start = false;
+  {
+    std::lock_guard lock(handshake_mutex_);
+    if (!transport_) {
+      if (writable && connector_) {
+        s = connector_->on_writable();
+        if (s && connector_->done()) start = true;
+      }
+    } else if (handshake_) {
+      uint64_t sent0 = handshake_->bytes_sent(), recv0 = handshake_->bytes_received();
+      if (readable) s = handshake_->on_readable(*transport_);
+      if (s && writable) s = handshake_->on_writable(*transport_);
+      bytes_sent.fetch_add(handshake_->bytes_sent() - sent0, std::memory_order_relaxed);
+      bytes_received.fetch_add(handshake_->bytes_received() - recv0, std::memory_order_relaxed);
+      if (s) after_handshake_step();
+      handshake_->take_deferred(deferred);
+    }
+  }
+  for (auto &f : deferred) f();
+  if (!s) {
+    Error e = s.take_error();
+    fail(e);
+    return e;
+  }
+  if (start) {
+    auto fd = connector_->take_fd();
+    return start_with_fd(std::move(fd));
+  }
+  return {};
+}
+
+void Connection::after_handshake_step() {
+  switch (handshake_->phase()) {
+    case handshake::Phase::Running:
+      h_.set_state(State::Connecting);
+      break;
+    case handshake::Phase::Negotiating:
+      h_.set_state(State::Negotiating);
+      notify_waiters();
+      break;
+    case handshake::Phase::Done:
+      enter_transmission();
+      break;
+    case handshake::Phase::Closed:
+      if (transport_) transport_->shutdown_write();
+      h_.set_state(State::Closed);
+      notify_waiters();
+      break;
+  }
+}
+
+void Connection::enter_transmission() {
+  {
+    std::lock_guard lock(reader_.mutex);
+    reader_.configure(negotiated_);
+  }
+  write_observed_.store(false);
+  h_.set_state(State::Ready);
+  debug(h_, "connected: %s, size %" PRIu64, negotiated_.protocol.c_str(), negotiated_.info.size);
+  notify_waiters();
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+Result<uint64_t> Connection::issue(CommandPtr cmd) {
+  if (disconnect_requested_.load(std::memory_order_acquire))
+    return make_error(ESHUTDOWN, "cannot issue a command after disconnect was requested");
+  Command *c = cmd.release();
+  WriteEntry e;
+  const bool extended = negotiated_.extended_headers;
+  // Registered before a byte is sent: the reply may arrive before this call returns.
+  uint64_t cookie = table_.add(c);
+  wire::RequestHeader rh;
+  rh.flags = c->flags;
+  rh.type = c->type;
+  rh.cookie = cookie;
+  rh.offset = c->offset;
+  // Only a request that carries a payload has its payload length in the header; any
+  // other command the caller flagged anyway (strict mode off) keeps its effect length.
+  rh.length = (extended && (c->flags & wire::kCmdFlagPayloadLen) && c->payload) ? c->payload_len
+                                                                                : c->count;
+  e.header_len = uint8_t(wire::encode_request_header({e.header, sizeof e.header}, rh, extended));
+  e.payload = static_cast<const uint8_t *>(c->payload);
+  e.payload_len = c->payload_len;
+  e.cmd = c;
+  if (e.header_len == 0) {
+    // Cannot happen after the entry point's checks; fail the command, not the handle.
+    table_.remove_in_flight(c);
+    delete c;
+    return make_error(EINVAL, "request cannot be encoded");
+  }
+  CompletionList finished;
+  Status s;
+  uint64_t bytes = 0;
+  bool left_pending;
+  {
+    std::lock_guard lock(writer_.mutex);
+    writer_.push(e);
+    // Send at once from the caller's thread when the socket takes it, as libnbd does;
+    // what does not fit stays queued for whoever polls for POLLOUT.
+    s = writer_.run(*transport_, finished, bytes);
+    left_pending = writer_.pending();
+  }
+  bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  chunks_sent.fetch_add(1, std::memory_order_relaxed);
+  finish_completed(finished);
+  if (!s) {
+    fail(s.error());
+    return cookie;
+  }
+  if (left_pending) wake_pollers();
+  return cookie;
+}
+
+Status Connection::disconnect(bool abandon_pending) {
+  if (disconnect_requested_.exchange(true)) return {};
+  CompletionList finished;
+  Status s;
+  uint64_t bytes = 0;
+  {
+    std::lock_guard lock(writer_.mutex);
+    // Requests not yet started never reach the server; they fail here.
+    if (abandon_pending) writer_.abandon_unsent(table_, finished);
+    WriteEntry e;
+    wire::RequestHeader rh;
+    rh.type = wire::kCmdDisc;
+    e.header_len = uint8_t(wire::encode_request_header({e.header, sizeof e.header}, rh,
+                                                       negotiated_.extended_headers));
+    writer_.push(e);
+    s = writer_.run(*transport_, finished, bytes);
+  }
+  bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  chunks_sent.fetch_add(1, std::memory_order_relaxed);
+  finish_completed(finished);
+  if (!s) {
+    fail(s.error());
+    return s;
+  }
+  wake_pollers();
+  return {};
+}
+
+void Connection::finish_completed(CompletionList &list) {
+  if (list.empty()) return;
+  while (Command *c = list.pop()) {
+    bool retire = false;
+    if (c->completion) {
+      int err = c->error;
+      int r = c->completion(&err);
+      c->error = err;
+      retire = (r == 1);
+    }
+    // Mid-command callbacks, then completion, then the frees, as libnbd orders them.
+    c->chunk.reset();
+    c->extent.reset();
+    c->extent64.reset();
+    c->completion.reset();
+    if (retire)
+      delete c;
+    else
+      table_.push_done(c);
+  }
+  notify_waiters();
+}
+
+const char *failed_command_name(uint16_t type) {
+  switch (type) {
+    case wire::kCmdRead: return "read";
+    case wire::kCmdWrite: return "write";
+    case wire::kCmdDisc: return "disconnect";
+    case wire::kCmdFlush: return "flush";
+    case wire::kCmdTrim: return "trim";
+    case wire::kCmdCache: return "cache";
+    case wire::kCmdWriteZeroes: return "write-zeroes";
+    case wire::kCmdBlockStatus: return "block-status";
+    default: return "UNKNOWN!";
+  }
+}
+
+int Connection::command_completed(uint64_t cookie) {
+  bool in_flight = false;
+  Command *c = table_.take_done(cookie, &in_flight);
+  // As in libnbd, a cookie that is not (or no longer) known is simply "not completed".
+  if (!c) return 0;
+  int err = c->error;
+  uint16_t type = c->type;
+  delete c;
+  if (err != 0) {
+    set_error(err, "%s: command failed", failed_command_name(type));
+    return -1;
+  }
+  return 1;
+}
+
+int64_t Connection::peek_completed() {
+  uint64_t cookie = table_.first_done();
+  if (cookie) return int64_t(cookie);
+  if (table_.in_flight() > 0) return 0;
+  set_error(EINVAL, "no commands are in flight");
+  return -1;
+}
+
+int Connection::in_flight() const { return table_.in_flight(); }
+
+void Connection::fail(const Error &e) {
+  bool first;
+  {
+    std::lock_guard lock(fatal_mutex_);
+    first = h_.state() != State::Dead;
+    if (first) {
+      fatal_ = e;
+      h_.set_state(State::Dead);
+    }
+  }
+  if (first) debug(h_, "connection failed: %s", e.message.c_str());
+  // Reaping is retried even when already dead: an earlier attempt may have found the
+  // reader busy, and that thread may have left without reaping (its own failure ends
+  // here too). Commands must all complete, or blocking callers would wait for ever.
+  reap_dead();
+  if (!first) return;
+  notify_waiters();
+  wake_pollers();
+}
+
+void Connection::reap_dead() {
+  // The reader may be inside a callback of the very command we would complete (and
+  // perhaps that callback is what failed). Then it is the reader's owner that reaps,
+  // once it lets go of the reader (see notify_read).
+  std::unique_lock rlock(reader_.mutex, std::try_to_lock);
+  if (!rlock) return;
+  reader_.reset();
+  CompletionList finished;
+  {
+    std::lock_guard wlock(writer_.mutex);
+    writer_.clear(finished);
+  }
+  Error e = fatal_error();
+  const int err = e.errnum ? e.errnum : ENOTCONN;
+  for (Command *c : table_.take_all_in_flight()) {
+    if (c->error == 0) c->error = err;
+    if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
+  }
+  rlock.unlock();
+  finish_completed(finished);
+}
+
+// ---------------------------------------------------------------------------
+// Waiting.
+
+void Connection::wake_pollers() {
+  if (wakeup_) wakeup_->signal();
+}
+
+void Connection::notify_waiters() {
+  if (waiters_.load() == 0) return;
+  bool wake_leader;
+  {
+    std::lock_guard lock(wait_mutex_);
+    wake_leader = leader_active_ && leader_id_ != std::this_thread::get_id();
+  }
+  wait_cv_.notify_all();
+  if (wake_leader) wake_pollers();
+}
+
+Result<int> Connection::poll_once(int timeout_ms, int extra_fd) {
+  unsigned dir = direction();
+  int sock = fd();
+  if (dir == 0 || sock < 0) {
+    return make_error(EINVAL, std::string("nothing to poll for in state ") + state_name(h_.state()));
+  }
+  if (transport_ && (dir & LIBNBD_AIO_DIRECTION_READ) && transport_->pending_read()) {
+    Status s = notify_read();
+    if (!s) return s.take_error();
+    return 1;
+  }
+  struct pollfd fds[3];
+  int n = 0;
+  fds[n++] = {sock, short(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+                          ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)), 0};
+  int wake_index = -1, extra_index = -1;
+  if (wakeup_) {
+    wake_index = n;
+    fds[n++] = {wakeup_->fd(), POLLIN, 0};
+  }
+  if (extra_fd >= 0) {
+    extra_index = n;
+    fds[n++] = {extra_fd, POLLIN, 0};
+  }
+  int r = ::poll(fds, nfds_t(n), timeout_ms);
+  if (r < 0) {
+    if (errno == EINTR) return 0;
+    return errno_error("poll");
+  }
+  if (r == 0) return 0;
+  if (wake_index >= 0 && (fds[wake_index].revents & POLLIN)) wakeup_->drain();
+  short rev = fds[0].revents;
+  // Both directions in one round: a single-threaded caller still gets full progress.
+  if (rev & (POLLIN | POLLHUP | POLLERR)) {
+    Status s = notify_read();
+    if (!s) return s.take_error();
+  }
+  if ((rev & POLLOUT) && (direction() & LIBNBD_AIO_DIRECTION_WRITE)) {
+    Status s = notify_write();
+    if (!s) return s.take_error();
+  }
+  (void)extra_index;
+  return 1;
+}
+
+Status Connection::wait_until(const std::function<bool()> &done) {
+  waiters_.fetch_add(1);
+  std::unique_lock lock(wait_mutex_);
+  Status result;
+  for (;;) {
+    if (done()) break;
+    State s = h_.state();
+    if (s == State::Dead) {
+      result = fatal_error();
+      break;
+    }
+    if (s == State::Closed || s == State::Created) {
+      result = make_error(ENOTCONN, "the connection is closed");
+      break;
+    }
+    if (!leader_active_) {
+      leader_active_ = true;
+      leader_id_ = std::this_thread::get_id();
+      lock.unlock();
+      auto r = (direction() == 0) ? Result<int>(0) : poll_once(-1);
+      lock.lock();
+      leader_active_ = false;
+      leader_id_ = {};
+      wait_cv_.notify_all();
+      if (!r) {
+        result = r.take_error();
+        break;
+      }
+      if (direction() == 0 && !done() && h_.state() == State::Negotiating) {
+        // Nothing can happen without the caller: negotiation waits for an opt_* call.
+        result = make_error(EINVAL, "the handle is waiting for an option in opt mode");
+        break;
+      }
+    } else {
+      wait_cv_.wait(lock);
+    }
+  }
+  lock.unlock();
+  waiters_.fetch_sub(1);
+  return result;
+}
+
+}  // namespace duplexnbd

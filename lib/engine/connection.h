@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// One connection to a server: the transport, the handshake, then the two transmission
+// machines (RequestWriter, ReplyReader) and the table of commands between them.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "core/status.h"
+#include "engine/command.h"
+#include "engine/command_table.h"
+#include "engine/negotiated.h"
+#include "engine/reply_reader.h"
+#include "engine/request_writer.h"
+#include "handle/handle.h"
+#include "transport/connector.h"
+#include "transport/transport.h"
+#include "transport/wakeup.h"
+#include "uri/nbd_uri.h"
+
+namespace duplexnbd {
+
+namespace handshake {
+class Handshake;
+}
+namespace transport {
+class Subprocess;
+class SocketActivation;
+}
+
+// The short name libnbd uses in "<name>: command failed" messages (NBD_CMD_READ -> "read").
+const char *failed_command_name(uint16_t type);
+
+// Lock order (outer first): handshake_mutex_ -> reader -> writer -> table.
+// No lock is held while a caller's callback runs, except the reader's ownership
+// while chunk/extent callbacks of the reply being parsed run (re-entrant reader
+// calls from them return at once instead of deadlocking).
+class Connection {
+public:
+  explicit Connection(Handle &h);
+  ~Connection();
+  Connection(const Connection &) = delete;
+  Connection &operator=(const Connection &) = delete;
+
+  Handle &handle() { return h_; }
+
+  // ---- Starting: each moves the handle to Connecting and starts the handshake when
+  // the socket is up. Errors leave the handle Dead with the error set by the caller.
+  Status start_connector(std::unique_ptr<transport::Connector> c);
+  Status start_with_fd(transport::FileDescriptor fd);   // connected socket
+  void adopt_subprocess(std::unique_ptr<transport::Subprocess> p);
+  void adopt_socket_activation(std::unique_ptr<transport::SocketActivation> a);
+  // The server process of connect_command or socket activation, if any.
+  transport::Subprocess *subprocess();
+
+  // How the connection was made, for nbd_get_uri (transport unset: not expressible).
+  uri::UriInfo uri_info;
+
+  // ---- The classic aio interface.
+  int fd() const;                        // -1 before the socket exists
+  unsigned direction() const;            // LIBNBD_AIO_DIRECTION_* bits
+  Status notify_read();                  // runs the reader side only
+  Status notify_write();                 // runs the writer side only
+
+  // ---- Blocking helpers (no handle-wide lock is held while waiting).
+  // Polls and runs both directions until `done()` is true or the connection fails.
+  // Several threads may wait at once: one leads (polls), the others sleep.
+  Status wait_until(const std::function<bool()> &done);
+  // One round of nbd_poll / nbd_poll2: 1 if something was handled, 0 on timeout.
+  Result<int> poll_once(int timeout_ms, int extra_fd = -1);
+
+  // ---- Handshake (Connecting / Negotiating states).
+  handshake::Handshake *handshake() { return handshake_.get(); }
+  std::mutex &handshake_mutex() { return handshake_mutex_; }
+  // Called with handshake_mutex() held after every handshake step: publishes the new
+  // state, moves to transmission when the handshake finished.
+  void after_handshake_step();
+
+  // ---- Transmission.
+  const Negotiated &negotiated() const { return negotiated_; }
+  Negotiated &negotiated_for_handshake() { return negotiated_; }
+
+  // Issues a command (already validated). Returns its cookie, or an Error.
+  Result<uint64_t> issue(CommandPtr cmd);
+  // nbd_aio_command_completed / nbd_aio_peek_command_completed / nbd_aio_in_flight.
+  int command_completed(uint64_t cookie);   // sets the error itself; -1 / 0 / 1
+  int64_t peek_completed();
+  int in_flight() const;
+  // Sends NBD_CMD_DISC (after pending commands unless abandon is set).
+  Status disconnect(bool abandon_pending);
+  bool disconnect_requested() const { return disconnect_requested_.load(); }
+  bool processing() const;                 // something half sent or half received
+
+  // Kills the connection: every command completes with `e.errnum` (or ENOTCONN).
+  void fail(const Error &e);
+
+  // Statistics (nbd_stats_*).
+  std::atomic<uint64_t> bytes_sent{0}, chunks_sent{0}, bytes_received{0}, chunks_received{0};
+
+  // Wakes a thread blocked in poll inside the library.
+  void wake_pollers();
+
+  // The error that killed the connection, for blocking callers to report.
+  Error fatal_error() const;
+  transport::Transport *transport() { return transport_.get(); }
+
+private:
+  friend class RequestWriter;
+  friend class ReplyReader;
+
+  Status run_handshake_io(bool readable, bool writable);
+  Status start_handshake();
+  Status on_end_of_stream();
+  void reap_dead();
+  void enter_transmission();
+  // Completes commands collected by the reader/writer, outside their locks.
+  void finish_completed(CompletionList &list);
+  void notify_waiters();
+
+  Handle &h_;
+  std::unique_ptr<transport::Connector> connector_;
+  std::unique_ptr<transport::Transport> transport_;
+  std::atomic<int> fd_{-1};
+  std::unique_ptr<transport::Subprocess> subprocess_;
+  std::unique_ptr<transport::SocketActivation> activation_;
+
+  std::mutex handshake_mutex_;
+  std::unique_ptr<handshake::Handshake> handshake_;
+  Negotiated negotiated_;
+
+  CommandTable table_;
+  RequestWriter writer_;
+  ReplyReader reader_;
+  std::optional<transport::Wakeup> wakeup_;
+  mutable std::atomic<bool> write_observed_{false};
+  mutable std::mutex fatal_mutex_;
+  Error fatal_;
+
+  std::atomic<bool> disconnect_requested_{false};
+
+  // Leader/follower waiting for blocking calls.
+  std::mutex wait_mutex_;
+  std::condition_variable wait_cv_;
+  bool leader_active_ = false;
+  std::thread::id leader_id_;
+  std::atomic<int> waiters_{0};
+};
+
+}  // namespace duplexnbd

@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The reader machine: one large recv, then as many replies parsed out of it as it holds;
+// read payloads go straight into the caller's buffer when they are large.
+#include "engine/reply_reader.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/command_table.h"
+#include "libnbd.h"
+#include "wire/protocol.h"
+
+namespace duplexnbd {
+namespace {
+
+constexpr size_t kBufferSize = 256 * 1024;
+// Below this a payload remainder is received through the buffer, so the replies behind
+// it come in the same system call; above it straight into the caller's memory.
+constexpr uint64_t kDirectThreshold = 32 * 1024;
+// Largest non-data chunk payload accepted (block status, errors). libnbd's own limit on
+// a request is 64 MiB; a reply describing it never needs more than this.
+constexpr uint64_t kMaxPayload = 64ull * 1024 * 1024;
+
+void set_cmd_error(Command *c, int err) {
+  if (c->error == 0) c->error = err ? err : EPROTO;
+}
+
+Error protocol_error(const char *what) { return make_error(EPROTO, what); }
+
+}  // namespace
+
+ReplyReader::ReplyReader() : buf_(new uint8_t[kBufferSize]) {}
+
+void ReplyReader::configure(const Negotiated &n) {
+  structured_ = n.structured_replies;
+  extended_ = n.extended_headers;
+  contexts_ = n.meta_contexts;
+}
+
+void ReplyReader::reset() {
+  step_ = Step::Header;
+  cur_ = nullptr;
+  head_ = tail_ = 0;
+  mid_reply_.store(false, std::memory_order_release);
+}
+
+Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &bytes_received) {
+  if (head_ == tail_) {
+    head_ = tail_ = 0;
+  } else if (head_ + want > kBufferSize) {
+    memmove(buf_.get(), buf_.get() + head_, avail());
+    tail_ -= head_;
+    head_ = 0;
+  }
+  ssize_t r = t.recv(buf_.get() + tail_, kBufferSize - tail_);
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    return errno_error("recv");
+  }
+  if (r == 0) return make_error(0, "");  // end of stream, told apart by errnum 0
+  tail_ += size_t(r);
+  bytes_received += uint64_t(r);
+  return true;
+}
+
+const char *ReplyReader::context_name(uint32_t id) const {
+  for (const auto &c : contexts_)
+    if (c.id == id) return c.name.c_str();
+  return nullptr;
+}
+
+Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTable &table,
+                                             CompletionList &finished, uint64_t &bytes_received,
+                                             uint64_t &chunks_received) {
+  for (;;) {
+    switch (step_) {
+      case Step::Header: {
+        size_t need = wire::kReplyMagicSize;
+        if (avail() >= need) {
+          auto kind = wire::classify_reply({buf_.get() + head_, avail()});
+          need = wire::reply_header_size(kind);
+          if (need == 0) return protocol_error("invalid reply magic");
+          if ((kind == wire::ReplyKind::Extended) != extended_ &&
+              !(kind == wire::ReplyKind::Simple && !extended_))
+            return protocol_error("server sent a reply header of the wrong form");
+          if (kind == wire::ReplyKind::Structured && !structured_)
+            return protocol_error("server sent a structured reply that was not negotiated");
+        }
+        if (avail() < need) {
+          auto r = fill(t, need, bytes_received);
+          if (!r) {
+            if (r.error().errnum == 0) {
+              if (avail() != 0 || mid_reply()) return protocol_error("server closed the connection in the middle of a reply");
+              return Outcome::EndOfStream;
+            }
+            return r.take_error();
+          }
+          if (!*r) return Outcome::Blocked;
+          continue;
+        }
+        chunks_received++;
+        Status s = on_header(table, finished);
+        if (!s) return s.take_error();
+        break;
+      }
+      case Step::DataPrefix: {
+        if (avail() < wire::kOffsetDataPrefixSize) {
+          auto r = fill(t, wire::kOffsetDataPrefixSize, bytes_received);
+          if (!r) return r.error().errnum ? r.take_error() : protocol_error("server closed the connection in the middle of a reply");
+          if (!*r) return Outcome::Blocked;
+          continue;
+        }
+        Status s = on_data_prefix();
+        if (!s) return s.take_error();
+        break;
+      }
+      case Step::Data: {
+        if (avail() > 0) {
+          uint64_t n = std::min<uint64_t>(avail(), data_left_);
+          if (data_dst_) memcpy(data_dst_ + (data_len_ - data_left_), buf_.get() + head_, n);
+          head_ += n;
+          data_left_ -= n;
+        }
+        if (data_left_ == 0) {
+          on_data_done(finished, table);
+          break;
+        }
+        if (data_dst_ && data_left_ >= kDirectThreshold) {
+          ssize_t r = t.recv(data_dst_ + (data_len_ - data_left_), data_left_);
+          if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return Outcome::Blocked;
+            return errno_error("recv");
+          }
+          if (r == 0) return protocol_error("server closed the connection in the middle of a reply");
+          bytes_received += uint64_t(r);
+          data_left_ -= uint64_t(r);
+          continue;
+        }
+        auto r = fill(t, 1, bytes_received);
+        if (!r) return r.error().errnum ? r.take_error() : protocol_error("server closed the connection in the middle of a reply");
+        if (!*r) return Outcome::Blocked;
+        break;
+      }
+      case Step::Payload: {
+        size_t want = payload_.size() - payload_have_;
+        size_t n = std::min(avail(), want);
+        memcpy(payload_.data() + payload_have_, buf_.get() + head_, n);
+        head_ += n;
+        payload_have_ += n;
+        if (payload_have_ == payload_.size()) {
+          on_payload_done(finished, table);
+          break;
+        }
+        auto r = fill(t, 1, bytes_received);
+        if (!r) return r.error().errnum ? r.take_error() : protocol_error("server closed the connection in the middle of a reply");
+        if (!*r) return Outcome::Blocked;
+        break;
+      }
+      case Step::Discard: {
+        uint64_t n = std::min<uint64_t>(avail(), discard_left_);
+        head_ += n;
+        discard_left_ -= n;
+        if (discard_left_ == 0) {
+          end_chunk(finished, table);
+          break;
+        }
+        auto r = fill(t, 1, bytes_received);
+        if (!r) return r.error().errnum ? r.take_error() : protocol_error("server closed the connection in the middle of a reply");
+        if (!*r) return Outcome::Blocked;
+        break;
+      }
+    }
+  }
+}
+
+Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
+  wire::ConstBytes in{buf_.get() + head_, avail()};
+  auto kind = wire::classify_reply(in);
+  uint64_t cookie;
+  if (kind == wire::ReplyKind::Simple) {
+    auto r = wire::decode_simple_reply(in);
+    if (!r) return protocol_error("invalid simple reply");
+    head_ += wire::kSimpleReplySize;
+    cookie = r->cookie;
+    cur_ = table.find_in_flight(cookie);
+    if (!cur_) return protocol_error("no matching command for the server's reply cookie");
+    mid_reply_.store(true, std::memory_order_release);
+    simple_ = true;
+    cur_->reply_started = true;
+    if (r->error != 0) {
+      set_cmd_error(cur_, wire::errno_of_nbd_error(r->error));
+      finish_reply(finished, table);
+      return {};
+    }
+    if (cur_->type == wire::kCmdRead) {
+      data_dst_ = static_cast<uint8_t *>(cur_->read_buf);
+      data_offset_ = cur_->offset;
+      data_len_ = data_left_ = cur_->count;
+      step_ = Step::Data;
+      return {};
+    }
+    finish_reply(finished, table);
+    return {};
+  }
+
+  std::optional<wire::ReplyChunkHeader> h = kind == wire::ReplyKind::Structured
+                                                ? wire::decode_structured_chunk_header(in)
+                                                : wire::decode_extended_reply_header(in);
+  if (!h) return protocol_error("invalid structured reply header");
+  head_ += wire::reply_header_size(kind);
+  chunk_ = *h;
+  simple_ = false;
+  cur_ = table.find_in_flight(chunk_.cookie);
+  if (!cur_) return protocol_error("no matching command for the server's reply cookie");
+  mid_reply_.store(true, std::memory_order_release);
+  cur_->reply_started = true;
+
+  const uint16_t type = chunk_.type;
+  const uint64_t len = chunk_.length;
+  if (type == wire::kReplyTypeNone) {
+    if (!chunk_.done() || len != 0) set_cmd_error(cur_, EPROTO);
+    discard_left_ = len;
+    step_ = Step::Discard;
+    if (len == 0) end_chunk(finished, table);
+    return {};
+  }
+  if (type == wire::kReplyTypeOffsetData) {
+    if (cur_->type != wire::kCmdRead || len <= wire::kOffsetDataPrefixSize ||
+        len - wire::kOffsetDataPrefixSize > cur_->count) {
+      if (len > cur_->count + kMaxPayload) return protocol_error("data chunk too large");
+      set_cmd_error(cur_, EPROTO);
+      discard_left_ = len;
+      step_ = Step::Discard;
+      if (len == 0) end_chunk(finished, table);
+      return {};
+    }
+    step_ = Step::DataPrefix;
+    return {};
+  }
+  if (len > kMaxPayload) return protocol_error("reply chunk too large");
+  bool known = type == wire::kReplyTypeOffsetHole || type == wire::kReplyTypeBlockStatus ||
+               type == wire::kReplyTypeBlockStatusExt || wire::is_error_chunk_type(type);
+  if (!known) {
+    // An unknown non-error chunk: the spec says the command failed, the stream is fine.
+    set_cmd_error(cur_, EPROTO);
+    discard_left_ = len;
+    step_ = Step::Discard;
+    if (len == 0) end_chunk(finished, table);
+    return {};
+  }
+  payload_.resize(len);
+  payload_have_ = 0;
+  step_ = Step::Payload;
+  if (len == 0) on_payload_done(finished, table);
+  return {};
+}
+
+Status ReplyReader::on_data_prefix() {
+  auto p = wire::decode_offset_data_prefix({buf_.get() + head_, avail()}, chunk_.length);
+  head_ += wire::kOffsetDataPrefixSize;
+  uint64_t data_len = chunk_.length - wire::kOffsetDataPrefixSize;
+  Command *c = cur_;
+  if (!p || p->offset < c->offset || p->offset - c->offset > c->count - data_len) {
+    // Outside the request: keep the caller's buffer untouched.
+    set_cmd_error(c, EPROTO);
+    data_dst_ = nullptr;
+  } else {
+    data_dst_ = static_cast<uint8_t *>(c->read_buf) + (p->offset - c->offset);
+  }
+  data_offset_ = p ? p->offset : 0;
+  data_len_ = data_left_ = data_len;
+  step_ = Step::Data;
+  return {};
+}
+
+void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
+  Command *c = cur_;
+  if (data_dst_) {
+    c->data_seen += data_len_;
+    if (c->chunk) {
+      int err = c->error;
+      if (c->chunk(static_cast<const void *>(data_dst_), size_t(data_len_), data_offset_,
+                   unsigned(LIBNBD_READ_DATA), &err) == -1)
+        set_cmd_error(c, err);
+    }
+  }
+  if (simple_) {
+    finish_reply(finished, table);
+    return;
+  }
+  end_chunk(finished, table);
+}
+
+void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table) {
+  Command *c = cur_;
+  const uint16_t type = chunk_.type;
+  wire::ConstBytes payload{payload_.data(), payload_.size()};
+  if (type == wire::kReplyTypeOffsetHole) {
+    auto hole = wire::decode_offset_hole(payload);
+    if (c->type != wire::kCmdRead || !hole || hole->length == 0 || hole->offset < c->offset ||
+        hole->offset - c->offset > c->count || hole->length > c->count - (hole->offset - c->offset)) {
+      set_cmd_error(c, EPROTO);
+    } else {
+      uint8_t *dst = static_cast<uint8_t *>(c->read_buf) + (hole->offset - c->offset);
+      memset(dst, 0, hole->length);
+      c->data_seen += hole->length;
+      if (c->chunk) {
+        int err = c->error;
+        if (c->chunk(static_cast<const void *>(dst), size_t(hole->length), hole->offset,
+                     unsigned(LIBNBD_READ_HOLE), &err) == -1)
+          set_cmd_error(c, err);
+      }
+    }
+  } else if (type == wire::kReplyTypeBlockStatus || type == wire::kReplyTypeBlockStatusExt) {
+    auto bs = wire::decode_block_status_chunk(type, payload);
+    bool wide_ok = (type == wire::kReplyTypeBlockStatusExt) == extended_;
+    if (c->type != wire::kCmdBlockStatus || !bs || !wide_ok)
+      set_cmd_error(c, EPROTO);
+    else
+      deliver_block_status(*bs);
+  } else if (wire::is_error_chunk_type(type)) {
+    auto e = wire::decode_error_chunk(type, payload);
+    if (!e) {
+      set_cmd_error(c, EPROTO);
+    } else {
+      int err = wire::errno_of_nbd_error(e->error);
+      if (err == 0) err = EPROTO;  // an error chunk must carry an error
+      if (e->offset && c->type == wire::kCmdRead && c->chunk) {
+        int cb_err = err;
+        if (*e->offset >= c->offset && *e->offset - c->offset <= c->count) {
+          uint8_t *at = static_cast<uint8_t *>(c->read_buf) + (*e->offset - c->offset);
+          if (c->chunk(static_cast<const void *>(at), size_t(0), *e->offset,
+                       unsigned(LIBNBD_READ_ERROR), &cb_err) == -1)
+            set_cmd_error(c, cb_err);
+        } else {
+          set_cmd_error(c, EPROTO);
+        }
+      }
+      set_cmd_error(c, err);
+    }
+  }
+  payload_.clear();
+  end_chunk(finished, table);
+}
+
+void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs) {
+  Command *c = cur_;
+  const char *name = context_name(bs.context_id);
+  if (!name) {
+    // A context the server never agreed to: the reply is wrong, the stream is not.
+    set_cmd_error(c, EPROTO);
+    return;
+  }
+  size_t n = bs.count();
+  if (c->extent64) {
+    std::vector<nbd_extent> entries(n);
+    for (size_t i = 0; i < n; i++) {
+      auto e = bs.extent(i);
+      entries[i].length = e.length;
+      entries[i].flags = e.flags;
+    }
+    int err = c->error;
+    if (c->extent64(name, c->offset, entries.data(), n, &err) == -1) set_cmd_error(c, err);
+  } else if (c->extent) {
+    std::vector<uint32_t> entries(2 * n);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+      auto e = bs.extent(i);
+      // A 32-bit callback cannot see a longer extent; report what fits and stop there.
+      entries[2 * used] = uint32_t(std::min<uint64_t>(e.length, UINT32_MAX & ~uint64_t(511)));
+      entries[2 * used + 1] = uint32_t(e.flags);
+      used++;
+      if (e.length > UINT32_MAX) break;
+    }
+    int err = c->error;
+    if (c->extent(name, c->offset, entries.data(), used * 2, &err) == -1) set_cmd_error(c, err);
+  }
+}
+
+void ReplyReader::end_chunk(CompletionList &finished, CommandTable &table) {
+  if (chunk_.done()) {
+    finish_reply(finished, table);
+    return;
+  }
+  step_ = Step::Header;
+}
+
+void ReplyReader::finish_reply(CompletionList &finished, CommandTable &table) {
+  Command *c = cur_;
+  // A successful structured read must have delivered something.
+  if (!simple_ && c->type == wire::kCmdRead && c->error == 0 && c->data_seen == 0 && c->count > 0)
+    set_cmd_error(c, EIO);
+  table.remove_in_flight(c);
+  if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
+  cur_ = nullptr;
+  step_ = Step::Header;
+  mid_reply_.store(false, std::memory_order_release);
+}
+
+}  // namespace duplexnbd

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The reader machine: socket -> reply headers, chunks and payloads -> their commands.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/command.h"
+#include "engine/negotiated.h"
+#include "transport/transport.h"
+#include "wire/reply.h"
+
+namespace duplexnbd {
+
+class CommandTable;
+
+class ReplyReader {
+public:
+  ReplyReader();
+
+  // Guards the parse state and the socket's receiving side.
+  std::mutex mutex;
+
+  // Entering transmission: which reply forms the server may use and which meta
+  // contexts it agreed to (for naming block-status chunks).
+  void configure(const Negotiated &n);
+
+  enum class Outcome { Blocked, EndOfStream };
+  // Parses as many replies as the socket holds without blocking. Commands whose final
+  // reply arrived and whose writer reference is gone are appended to `finished`.
+  // An Error means the stream can no longer be trusted: the connection must die.
+  Result<Outcome> run(transport::Transport &t, CommandTable &table, CompletionList &finished,
+                      uint64_t &bytes_received, uint64_t &chunks_received);
+
+  // Forgets a half-parsed reply (connection death; the command is failed by the caller).
+  void reset();
+  bool mid_reply() const { return mid_reply_.load(std::memory_order_acquire); }
+
+private:
+  enum class Step : uint8_t { Header, DataPrefix, Data, Payload, Discard };
+
+  // Buffer management: returns false when the socket has nothing more now.
+  size_t avail() const { return tail_ - head_; }
+  Result<bool> fill(transport::Transport &t, size_t want, uint64_t &bytes_received);
+
+  Status on_header(CommandTable &table, CompletionList &finished);
+  Status on_data_prefix();
+  void on_data_done(CompletionList &finished, CommandTable &table);
+  void on_payload_done(CompletionList &finished, CommandTable &table);
+  void end_chunk(CompletionList &finished, CommandTable &table);
+  void finish_reply(CompletionList &finished, CommandTable &table);
+  void deliver_block_status(const wire::BlockStatusChunk &bs);
+  const char *context_name(uint32_t id) const;
+
+  bool structured_ = false;
+  bool extended_ = false;
+  std::vector<MetaContext> contexts_;
+
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t head_ = 0, tail_ = 0;
+
+  Step step_ = Step::Header;
+  std::atomic<bool> mid_reply_{false};
+  Command *cur_ = nullptr;
+  bool simple_ = false;         // current reply is a simple reply
+  wire::ReplyChunkHeader chunk_{};
+  uint8_t *data_dst_ = nullptr;
+  uint64_t data_offset_ = 0;    // image offset of the data being received
+  uint64_t data_len_ = 0;
+  uint64_t data_left_ = 0;
+  std::vector<uint8_t> payload_;
+  size_t payload_have_ = 0;
+  uint64_t discard_left_ = 0;
+};
+
+}  // namespace duplexnbd

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// The writer machine: queued requests -> socket, many requests per sendmsg.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+
+#include "core/status.h"
+#include "engine/command.h"
+#include "transport/transport.h"
+
+namespace duplexnbd {
+
+class CommandTable;
+
+// One request as it travels: its encoded header, the payload (caller's buffer) and the
+// command whose writer reference is dropped once the last byte is out. The entry owns a
+// copy of the header, so the writer never reads the command after queueing it.
+struct WriteEntry {
+  uint8_t header[32];
+  uint8_t header_len = 0;
+  const uint8_t *payload = nullptr;
+  uint64_t payload_len = 0;
+  uint64_t sent = 0;            // bytes of header + payload already sent
+  Command *cmd = nullptr;       // may be null (nothing to release)
+
+  uint64_t total() const { return header_len + payload_len; }
+};
+
+class RequestWriter {
+public:
+  // Guards the queue and the socket's sending side. Never held while blocking.
+  std::mutex mutex;
+
+  // Both require `mutex`.
+  void push(const WriteEntry &e);
+  // Sends until the queue is empty or the socket would block. Commands whose last byte
+  // went out and whose reader reference is already gone are appended to `finished`.
+  Status run(transport::Transport &t, CompletionList &finished, uint64_t &bytes_sent);
+  // Drops everything queued (connection death): releases writer references.
+  void clear(CompletionList &finished);
+  // Drops the queued requests of which no byte was sent yet (nbd_shutdown's
+  // ABANDON_PENDING): they fail with ENOTCONN and leave the table, so both of their
+  // references go here. A half-sent request stays, or the stream would be corrupt.
+  void abandon_unsent(CommandTable &table, CompletionList &finished);
+
+  // Lock-free view for nbd_aio_get_direction and the pollers.
+  bool pending() const { return pending_.load(std::memory_order_acquire); }
+
+private:
+  void release(Command *c, CompletionList &finished);
+
+  std::deque<WriteEntry> queue_;
+  std::atomic<bool> pending_{false};
+};
+
+}  // namespace duplexnbd
