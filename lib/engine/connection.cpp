@@ -12,6 +12,8 @@
 #include "handle/error.h"
 #include "handshake/handshake.h"
 #include "libnbd.h"
+#include "tls/tls_config.h"
+#include "tls/tls_session.h"
 #include "transport/socket_activation.h"
 #include "transport/subprocess.h"
 #include "wire/protocol.h"
@@ -74,9 +76,35 @@ Status Connection::start_with_fd(transport::FileDescriptor fd) {
 
 Status Connection::start_handshake() {
   handshake::Config cfg;
+  tls::TlsConfig tls_cfg;
   {
     std::lock_guard lock(h_.settings_mutex);
     cfg = handshake::config_from(h_.settings);
+    std::optional<std::string> host;
+    if (uri_info.transport == uri::Transport::Tcp) host = uri_info.host;
+    tls_cfg = tls::TlsConfig::from_settings(h_.settings, host);
+  }
+  if (tls::tls_compiled_in()) {
+    // STARTTLS accepted: the TLS session replaces the plain socket for everything after,
+    // handshake and both transmission machines alike.
+    cfg.upgrade_to_tls = [this, tls_cfg]() -> Status {
+      auto s = tls::start_tls_client(transport_, tls_cfg);
+      if (!s) return s.take_error();
+      tls_session_ = s->get();
+      transport_ = std::move(*s);
+      return {};
+    };
+    cfg.tls_handshake_step = [this]() -> Result<handshake::Want> {
+      auto r = tls_session_->handshake_step();
+      if (!r) return r.take_error();
+      switch (*r) {
+        case tls::HandshakeProgress::WantRead: return handshake::Want::Read;
+        case tls::HandshakeProgress::WantWrite: return handshake::Want::Write;
+        case tls::HandshakeProgress::Done: break;
+      }
+      debug(h_, "connection is using TLS: %s", tls_session_->description().c_str());
+      return handshake::Want::None;
+    };
   }
   std::vector<std::function<void()>> deferred;
   {
@@ -449,8 +477,9 @@ void Connection::reap_dead() {
     std::lock_guard wlock(writer_.mutex);
     writer_.clear(finished);
   }
-  Error e = fatal_error();
-  const int err = e.errnum ? e.errnum : ENOTCONN;
+  // As libnbd reports them: a command the dead connection strands failed with ENOTCONN,
+  // whatever killed the connection (nbd_aio_in_flight(3)).
+  const int err = ENOTCONN;
   for (Command *c : table_.take_all_in_flight()) {
     if (c->error == 0) c->error = err;
     if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);

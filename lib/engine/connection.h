@@ -29,6 +29,9 @@ namespace duplexnbd {
 namespace handshake {
 class Handshake;
 }
+namespace tls {
+class TlsSession;
+}
 namespace transport {
 class Subprocess;
 class SocketActivation;
@@ -126,6 +129,7 @@ private:
   Handle &h_;
   std::unique_ptr<transport::Connector> connector_;
   std::unique_ptr<transport::Transport> transport_;
+  tls::TlsSession *tls_session_ = nullptr;  // transport_ itself once STARTTLS succeeded
   std::atomic<int> fd_{-1};
   std::unique_ptr<transport::Subprocess> subprocess_;
   std::unique_ptr<transport::SocketActivation> activation_;
