@@ -1,0 +1,656 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Runs libnbd's own test suite (Debian's libnbd source) against stock libnbd and against a given libnbd.so.0, and compares.
+#
+# Usage: interop/libnbd-testsuite.sh [options]
+#   --lib PATH          library under test ("ours"); default $DUPLEXNBD_LIB or
+#                       <repo>/build/lib/libnbd.so.0
+#   --stock-only        run only the stock library built from libnbd's source
+#   --ours-only         run only ours (compares with the last saved stock run)
+#   --dirs "D1 D2"      test directories to run (default: all, see ALL_DIRS)
+#   -j N                parallel tests per directory (default 2)
+#   --report FILE       Markdown report (default <repo>/build/libnbd-testsuite.md)
+#   --test-timeout S    kill one test after S seconds (default 120)
+#   --dir-timeout S     kill one directory's whole run after S seconds (default 1800)
+#   --budget S          stop starting new directories after S seconds in total
+#                       (default 0 = no limit; skipped directories are reported)
+#   --retries N         re-run a directory's failed tests once if at most N
+#                       failed (default 5, 0 = never); shown as "passed on retry"
+#   --strict            exit 1 when ours has regressions against stock
+#   --install-deps      as root: apt-get install the packages in PACKAGES
+#   --rebuild           throw the cached libnbd build away and build it again
+#   -h, --help
+# Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB.
+#
+# Exit status: 0 when the harness worked (whatever ours scored), 1 with
+# --strict and regressions, 2 when the harness itself could not do its job.
+#
+# How the library is swapped: libnbd's tests run through libtool wrappers and
+# its ./run script, which both PREPEND <tree>/lib/.libs to LD_LIBRARY_PATH, and
+# the Python module carries a RUNPATH to that directory; so LD_LIBRARY_PATH or
+# LD_PRELOAD cannot substitute a library.  Instead the harness repoints the
+# symlink <tree>/lib/.libs/libnbd.so.0 at the library under test for the
+# duration of that run and always points it back at the stock file
+# (libnbd.so.0.0.0, which stays untouched) afterwards, on errors and on signals.
+
+# Functions called through step() look unreachable to shellcheck; the
+# NOT_APPLICABLE text holds backquotes for Markdown, not expansions.
+# shellcheck disable=SC2317,SC2016
+set -euo pipefail
+
+# Everything a fresh Debian 12 needs for building libnbd 1.14.2 and for its
+# tests to run rather than skip (the tests probe for these servers and tools).
+#   build-essential dpkg-dev pkg-config: compiler, make, apt-get source/dpkg-source
+#   python3-dev: Python bindings and python/ tests
+#   libgnutls28-dev gnutls-bin: TLS support and the certtool/psktool the TLS tests use
+#   libxml2-dev: NBD URI support;  libfuse3-dev fuse3: nbdfuse and fuse/ tests
+#   nbdkit nbd-server qemu-utils qemu-system-common: the servers the tests talk to
+#     (qemu-system-common carries qemu-storage-daemon)
+#   iproute2 (ss), jq, bsdextrautils (hexdump): used by individual test scripts
+PACKAGES="build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
+
+# Upstream version whose facts this harness encodes (test names, the probe fix).
+LIBNBD_VERSION="${DUPLEXNBD_LIBNBD_VERSION:-1.14.2}"
+
+# Every directory of libnbd 1.14.2 with automake TESTS, minus ocaml/ and
+# golang/ (bindings not built).  "python/t" is the harness's own pseudo
+# directory: python/run-python-tests stops at the first failing t/*.py, so
+# each t/*.py is run again as its own automake test to see all of them.
+ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
+
+# Tests whose result says nothing about whether a library is a drop-in
+# replacement.  They are run and shown, but never counted as regressions.
+# One entry per line: glob over "dir/test" | reason.
+NOT_APPLICABLE='
+tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version() == the source tree version
+*/test-version.sh|checks that `tool --version` prints "libnbd <source tree version>"
+tests/compile-header-only|checks libnbd.h of the source tree compiles on its own, not the library
+tests/compile-c|checks libnbd.h of the source tree compiles as C
+tests/compile-iso-c99|checks libnbd.h of the source tree compiles in strict ISO C99 mode
+tests/compile-cxx|checks libnbd.h of the source tree compiles as C++
+common/include/*|unit test of a libnbd-internal header; never loads libnbd.so.0
+common/utils/*|unit test of libnbd-internal helper code; never loads libnbd.so.0
+'
+
+# Build only what the tests need.  Hiding perl from configure turns off the
+# man pages, and api_built= stops docs/Makefile.inc from still asking for the
+# ~180 generated API man pages.  OCaml and Go bindings are off (their tests
+# would test the bindings, and they cost most of the build time).
+CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
+MAKE_ARGS="api_built="
+# Changing any of this (or bumping recipe=) rebuilds cached trees.
+RECIPE="recipe=2 libnbd=$LIBNBD_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS requires-probe-fix=1"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+helpers="$here/libnbd-testsuite"
+
+ours_lib="${DUPLEXNBD_LIB:-$repo/build/lib/libnbd.so.0}"
+cache="${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}"
+report="$repo/build/libnbd-testsuite.md"
+run_stock=1 run_ours=1 dirs="$ALL_DIRS" jobs=2 strict=0 install_deps=0 rebuild=0
+test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum=""
+
+die() { echo "libnbd-testsuite: error: $*" >&2; exit 2; }
+note() { echo "libnbd-testsuite: $*" >&2; }
+usage() { sed -n '4,/^$/{/^$/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --lib) ours_lib="${2:?--lib needs a path}"; shift ;;
+        --lib=*) ours_lib="${1#*=}" ;;
+        --stock-only) run_ours=0 ;;
+        --ours-only) run_stock=0 ;;
+        --dirs) dirs="${2:?--dirs needs a list}"; shift ;;
+        --dirs=*) dirs="${1#*=}" ;;
+        -j) jobs="${2:?-j needs a number}"; shift ;;
+        -j*) jobs="${1#-j}" ;;
+        --report) report="${2:?--report needs a file}"; shift ;;
+        --report=*) report="${1#*=}" ;;
+        --test-timeout) test_timeout="${2:?}"; shift ;;
+        --dir-timeout) dir_timeout="${2:?}"; shift ;;
+        --budget) budget="${2:?}"; shift ;;
+        --retries) retries="${2:?}"; shift ;;
+        --strict) strict=1 ;;
+        --install-deps) install_deps=1 ;;
+        --rebuild) rebuild=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+[ "$run_stock$run_ours" != 00 ] || die "--stock-only and --ours-only exclude each other"
+for n in "$jobs" "$test_timeout" "$dir_timeout" "$budget" "$retries"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
+done
+for d in $dirs; do
+    case " $ALL_DIRS " in *" $d "*) ;; *) die "unknown test directory: $d (known: $ALL_DIRS)" ;; esac
+done
+
+tree="$cache/libnbd-$LIBNBD_VERSION"
+stamp="$tree/.duplexnbd-stamp"
+results="$cache/results"
+probe_bin="$cache/probe"
+start_time=$SECONDS
+
+# The test scripts call nbdkit, nbd-server and friends by bare name, and Debian
+# installs some of them in sbin (this is also what debian/rules does).
+export PATH="/usr/sbin:/sbin:$PATH"
+export DEBIAN_FRONTEND=noninteractive
+
+# ---------------------------------------------------------------- packages
+
+missing_packages() {
+    local p
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q ' installed$' || echo "$p"
+    done
+}
+
+apt_updated=0
+apt_update() {
+    [ $apt_updated = 1 ] && return 0
+    apt-get update -q >/dev/null || die "apt-get update failed"
+    apt_updated=1
+}
+
+install_packages() {
+    local missing
+    missing="$(missing_packages | tr '\n' ' ')"
+    [ -n "${missing// /}" ] || { note "all needed packages are installed"; return 0; }
+    [ "$(id -u)" = 0 ] || die "--install-deps needs root; missing: $missing"
+    note "installing: $missing"
+    apt_update
+    # shellcheck disable=SC2086  # word splitting of the package list is wanted
+    apt-get install -y -q --no-install-recommends $missing >"$cache/apt-install.log" 2>&1 ||
+        { tail -20 "$cache/apt-install.log" >&2; die "apt-get install failed (log: $cache/apt-install.log)"; }
+}
+
+# apt-get source needs a deb-src entry; Debian 12 images usually ship only
+# "Types: deb".  Add deb-src to the existing entries so sources come from the
+# same mirror (and snapshot, if pinned) as the binaries.
+ensure_deb_src() {
+    if grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        return 0
+    fi
+    [ "$(id -u)" = 0 ] || die "no deb-src entry in /etc/apt and not root: add one, or run as root"
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+        note "enabling deb-src in /etc/apt/sources.list.d/debian.sources"
+        sed -i -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources
+    fi
+    if ! grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        note "adding /etc/apt/sources.list.d/duplexnbd-deb-src.list"
+        echo "deb-src http://deb.debian.org/debian bookworm main" >/etc/apt/sources.list.d/duplexnbd-deb-src.list
+    fi
+    apt_updated=0
+    apt_update
+}
+
+# ---------------------------------------------------------------- build
+
+build_log() { echo "$cache/build-logs/$1.log"; }
+step() {
+    local name="$1"; shift
+    note "build: $name"
+    if ! "$@" >"$(build_log "$name")" 2>&1; then
+        tail -30 "$(build_log "$name")" >&2
+        die "build step '$name' failed (log: $(build_log "$name"))"
+    fi
+}
+
+fetch_source() {
+    local src="$cache/src" dsc upstream
+    rm -rf "$src"; mkdir -p "$src"
+    ensure_deb_src
+    if ! (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1; then
+        # A stale or missing Sources index is the usual cause; refresh once.
+        if [ "$(id -u)" = 0 ]; then
+            apt_updated=0; apt_update
+            (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1 ||
+                { tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"; }
+        else
+            tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"
+        fi
+    fi
+    dsc="$(find "$src" -maxdepth 1 -name 'libnbd_*.dsc' | head -1)"
+    [ -n "$dsc" ] || die "apt-get source left no .dsc in $src"
+    upstream="$(sed -n 's/^Version: *\([^-]*\)-.*/\1/p' "$dsc" | head -1)"
+    [ "$upstream" = "$LIBNBD_VERSION" ] ||
+        die "the archive has libnbd $upstream, this harness knows $LIBNBD_VERSION (set DUPLEXNBD_LIBNBD_VERSION=$upstream to try it)"
+    # dpkg-source applies Debian's patches, i.e. we test the suite Debian ships.
+    dpkg-source -x "$dsc" "$tree"
+}
+
+# interop/requires.c and tests/requires.c probe qemu-nbd for TLS support with
+# the bash-only "|&" through system(), which runs /bin/sh (dash on Debian), so
+# the probe always fails and TLS interop tests skip.  Make it POSIX sh.
+fix_requires_probe() {
+    local f
+    for f in "$tree/interop/requires.c" "$tree/tests/requires.c"; do
+        [ -f "$f" ] || continue
+        sed -i 's/ |& / 2>\&1 | /g' "$f"
+        ! grep -q '|&' "$f" || die "could not fix the |& probe in $f"
+    done
+}
+
+# Four fuse tests wait for nbdfuse with "for i in {1..60}" inside an
+# "nbdkit --run '...'" string, which nbdkit hands to /bin/sh (dash): the brace
+# range does not expand there, so they wait one second instead of sixty and
+# fail whenever the machine is busy.  seq means the same to bash and dash.
+# Scripts are read at run time, so this is applied on every run (idempotent).
+fix_test_scripts() {
+    local f
+    for f in "$tree"/fuse/test-*.sh; do
+        [ -f "$f" ] || continue
+        grep -q '{1\.\.60}' "$f" || continue
+        sed -i 's/for i in {1\.\.60}; do/for i in $(seq 60); do/' "$f"
+    done
+}
+
+build_tree() {
+    mkdir -p "$cache/build-logs"
+    # libtool bakes absolute paths into wrappers and RUNPATHs, so the tree is
+    # built in its final place; the stamp marks it complete.
+    rm -rf "$tree"
+    step fetch-and-unpack fetch_source
+    fix_requires_probe
+    # shellcheck disable=SC2086  # CONFIGURE_ARGS is a list of words
+    step configure sh -c "cd '$tree' && ./configure $CONFIGURE_ARGS"
+    step make make -C "$tree" -j"$(nproc)" "$MAKE_ARGS"
+    # Builds every check_PROGRAM (and test data) without running a test.
+    step make-check-programs make -C "$tree" -j"$(nproc)" check "$MAKE_ARGS" TESTS=
+    echo "$RECIPE" >"$stamp"
+}
+
+build_probe() {
+    if [ ! -x "$probe_bin" ] || [ "$helpers/probe.c" -nt "$probe_bin" ] || [ "$stamp" -nt "$probe_bin" ]; then
+        cc -O1 -o "$probe_bin" "$helpers/probe.c" -I"$tree/include" \
+           -L"$tree/lib/.libs" -lnbd -ldl ||
+            die "could not compile $helpers/probe.c"
+    fi
+}
+
+# ---------------------------------------------------------------- library swap
+
+libs_dir() { echo "$tree/lib/.libs"; }
+
+point_at_stock() {
+    [ -d "$(libs_dir)" ] || return 0
+    [ -f "$(libs_dir)/libnbd.so.0.0.0" ] || return 0
+    ln -sfn libnbd.so.0.0.0 "$(libs_dir)/libnbd.so.0"
+}
+
+point_at() {
+    ln -sfn "$1" "$(libs_dir)/libnbd.so.0"
+}
+
+bg_pid=""
+cleanup() {
+    local rc=$?
+    if [ -n "$bg_pid" ]; then kill -TERM "$bg_pid" 2>/dev/null || true; wait "$bg_pid" 2>/dev/null || true; fi
+    point_at_stock
+    exit "$rc"
+}
+trap cleanup EXIT
+# set -e alone exits silently; say where, so a harness bug is not mistaken
+# for a verdict on the library.
+set -E
+trap 'echo "libnbd-testsuite: internal error: \"$BASH_COMMAND\" failed at line $LINENO" >&2' ERR
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+# Runs a command in the background and waits for it, so INT/TERM reach our
+# trap at once instead of after the (possibly long) command finishes.
+run_waiting() {
+    local rc=0
+    "$@" &
+    bg_pid=$!
+    wait "$bg_pid" || rc=$?
+    bg_pid=""
+    return "$rc"
+}
+
+# ---------------------------------------------------------------- proof
+
+# Prints "library under test: ..." and fails unless the library the loader
+# really picks for the suite's programs is $1 (a realpath).
+prove_library() {
+    local label="$1" want="$2" out path name version traced py
+    out="$("$tree/run" "$probe_bin" 2>/dev/null)" || true
+    IFS=$'\t' read -r path name version <<<"$out" || true
+    # Second, independent witness: one of the suite's own compiled tests,
+    # through its libtool wrapper and ./run, traced by the dynamic loader.
+    traced="$(cd "$tree/tests" && LD_DEBUG=libs "$tree/run" ./close-null 2>&1 >/dev/null |
+              sed -n 's/.*calling init: \(.*libnbd\.so[^ ]*\).*/\1/p' | tail -1)" || true
+    [ -n "$traced" ] && traced="$(realpath "$traced")"
+    # Third: what the Python binding (RUNPATH to lib/.libs) maps.
+    py="$(cd "$tree/python" && "$tree/run" python3 -c '
+import nbd
+print([l.split()[-1] for l in open("/proc/self/maps") if "libnbd.so" in l][0])' 2>/dev/null)" || py="(import failed)"
+    [ "$py" = "(import failed)" ] || py="$(realpath "$py")"
+
+    echo "[$label] library under test: ${path:-?} (package ${name:-?} ${version:-?})"
+    [ "$label" != ours ] || echo "[$label]   a snapshot of: $ours_src"
+    echo "[$label]   loader trace of tests/close-null: ${traced:-?}"
+    echo "[$label]   python binding maps: $py"
+    if [ -z "$path" ] || [ "$path" = "?" ]; then
+        note "[$label] the probe could not run against this library; relying on the loader trace"
+        path="$traced"
+    fi
+    [ "$path" = "$want" ] || die "[$label] the suite would load $path, expected $want"
+    [ -z "$traced" ] || [ "$traced" = "$want" ] || die "[$label] tests/close-null loads $traced, expected $want"
+    local origin=""
+    [ "$label" = ours ] && origin="snapshot of $ours_src, sha256 $ours_sum..."
+    printf '%s\t%s\t%s\t%s\n' "$path" "${name:-?}" "${version:-?}" "$origin" >"$results/$label/library.tsv"
+}
+
+# ---------------------------------------------------------------- running
+
+# Removes the previous run's automake results of one directory.
+clean_results() {
+    local d="$1" f
+    for f in "$d"/*.trs; do
+        [ -e "$f" ] || continue
+        rm -f "$f" "${f%.trs}.log"
+    done
+    rm -f "$d/test-suite.log"
+}
+
+# Where one directory's saved results live ("python/t" -> "python-t", so
+# clearing "python" never clears "python/t").
+saved() { echo "$results/$1/dirs/${2//\//-}"; }
+
+run_dir() {
+    local label="$1" key="$2" out make_dir="$2" rc=0 limit="$dir_timeout" left
+    out="$(saved "$1" "$2")"
+    rm -rf "$out"; mkdir -p "$out"
+    if [ "$budget" -gt 0 ]; then
+        left=$((budget - (SECONDS - start_time)))
+        if [ "$left" -le 0 ]; then
+            note "[$label] $key: not run, --budget $budget exhausted"
+            echo "budget" >"$out/not-run"; return 0
+        fi
+        [ "$left" -lt "$limit" ] && limit="$left"
+    fi
+    # The per-test timeout rides on LOG_COMPILER, which automake puts in front
+    # of every test, script or binary.  timeout(1) runs the test in its own
+    # process group and kills the whole group, servers the test started too.
+    local log_compiler="timeout -k 10 $test_timeout $tree/run"
+    local -a make_cmd=(make) extra=()
+    if [ "$key" = python/t ]; then
+        make_dir=python
+        extra=(TESTS="$(cd "$tree/python" && echo t/*.py)")
+        log_compiler="$log_compiler python3"
+        make_cmd=(env MAKEFILES="$helpers/python-each.mk" make)
+    fi
+    make_cmd+=(-C "$tree/$make_dir" -k -j"$jobs")
+    local -a make_vars=(LOG_COMPILER="$log_compiler" "${extra[@]}")
+    clean_results "$tree/$key"
+    note "[$label] $key ..."
+    local t0=$SECONDS f
+    run_waiting timeout -k 30 "$limit" "${make_cmd[@]}" check "${make_vars[@]}" >"$out/make.log" 2>&1 || rc=$?
+
+    # Some tests are timing-sensitive on a loaded machine.  automake's
+    # "recheck" re-runs exactly the failed ones; a few failures are worth one
+    # more try, many mean the library is broken and a retry only costs time.
+    local -a failed=()
+    mapfile -t failed < <(grep -l '^:recheck: yes' "$tree/$key"/*.trs 2>/dev/null || true)
+    left=$((limit - (SECONDS - t0)))
+    if [ "$rc" != 124 ] && [ "$rc" != 137 ] && [ "$left" -gt 0 ] &&
+       [ ${#failed[@]} -gt 0 ] && [ ${#failed[@]} -le "$retries" ]; then
+        mkdir -p "$out/first-attempt"
+        for f in "${failed[@]}"; do cp "$f" "${f%.trs}.log" "$out/first-attempt/" 2>/dev/null || true; done
+        note "[$label] $key: re-running ${#failed[@]} failed test(s) once"
+        run_waiting timeout -k 30 "$left" "${make_cmd[@]}" recheck "${make_vars[@]}" >>"$out/make.log" 2>&1 || rc=$?
+    fi
+    echo "$((SECONDS - t0))" >"$out/seconds"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        note "[$label] $key: whole directory timed out after ${limit}s"
+        echo "dir timed out" >"$out/not-run"
+    fi
+    # Move rather than copy: with LIBNBD_DEBUG=1 some logs are hundreds of MB.
+    local log
+    for f in "$tree/$key"/*.trs; do
+        [ -e "$f" ] || continue
+        log="${f%.trs}.log"
+        mv "$f" "$out/"
+        [ -f "$log" ] || continue
+        mv "$log" "$out/"
+        log="$out/$(basename "$log")"
+        # A passing test's debug trace is rarely read; keep its tail only.
+        if [ "$(trs_result "$out/$(basename "$f")")" = PASS ] && [ "$(stat -c %s "$log")" -gt 1048576 ]; then
+            { echo "[libnbd-testsuite: passing test's log cut to its last 2000 lines]"; tail -n 2000 "$log"; } >"$log.cut"
+            mv "$log.cut" "$log"
+        fi
+    done
+    if [ -f "$tree/$key/test-suite.log" ]; then mv "$tree/$key/test-suite.log" "$out/"; fi
+    return 0
+}
+
+trs_result() { [ -f "$1" ] || return 0; sed -n 's/^:test-result: *\([A-Z]*\).*/\1/p' "$1" | head -1; }
+
+# Writes "$results/$label/results.tsv" from every directory saved for that
+# label (this run's and, for directories not run now, earlier runs'):
+# dir, dir/test, result, exit status, first attempt's result if re-run.
+collect() {
+    local label="$1" d f name res ex first
+    : >"$results/$label/results.tsv"
+    for d in $ALL_DIRS; do
+        for f in "$(saved "$label" "$d")"/*.trs; do
+            [ -e "$f" ] || continue
+            name="$(basename "$f" .trs)"
+            res="$(trs_result "$f")"
+            ex="$(tail -c 4096 "${f%.trs}.log" 2>/dev/null | grep -o 'exit status: [0-9]*' | tail -1 | grep -o '[0-9]*$')" || true
+            first="$(trs_result "$(saved "$label" "$d")/first-attempt/$name.trs")"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$d/$name" "${res:-ERROR}" "${ex:-?}" "$first" >>"$results/$label/results.tsv"
+        done
+    done
+}
+
+run_suite() {
+    local label="$1" lib="$2"
+    mkdir -p "$results/$label"
+    if [ "$label" = stock ]; then point_at_stock; else point_at "$lib"; fi
+    prove_library "$label" "$lib"
+    local d t0=$SECONDS
+    for d in $dirs; do run_dir "$label" "$d"; done
+    point_at_stock
+    collect "$label"
+    echo "$((SECONDS - t0))" >"$results/$label/seconds"
+}
+
+# ---------------------------------------------------------------- report
+
+na_reason() {
+    local t="$1" line pat
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        pat="${line%%|*}"
+        # shellcheck disable=SC2053  # $pat is a glob on purpose
+        [[ "$t" == $pat ]] && { echo "${line#*|}"; return 0; }
+    done <<<"$NOT_APPLICABLE"
+    return 1
+}
+
+# Rows of one label's results.tsv whose directory is in this run's --dirs.
+selected() { awk -F'\t' -v dirs=" $dirs " 'index(dirs, " " $1 " ")' "$results/$1/results.tsv" 2>/dev/null; }
+
+table() {
+    local label="$1" d
+    echo "| dir | PASS | FAIL | SKIP | XFAIL | ERROR | seconds |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    local total_secs=0
+    for d in $dirs; do
+        local note_="" secs
+        [ -f "$(saved "$label" "$d")/not-run" ] && note_=" ($(cat "$(saved "$label" "$d")/not-run"))"
+        secs="$(cat "$(saved "$label" "$d")/seconds" 2>/dev/null || echo '-')"
+        [ "$secs" = - ] || total_secs=$((total_secs + secs))
+        # XPASS (none expected in this suite) is a failure to automake too.
+        selected "$label" | awk -F'\t' -v d="$d" -v n="$note_" -v s="$secs" '
+            $1==d { c[$3]++ }
+            END { printf "| %s%s | %d | %d | %d | %d | %d | %s |\n", d, n, c["PASS"], c["FAIL"]+c["XPASS"], c["SKIP"], c["XFAIL"], c["ERROR"], s }'
+    done
+    selected "$label" | awk -F'\t' -v s="$total_secs" '{ c[$3]++ }
+        END { printf "| **total** | %d | %d | %d | %d | %d | %s |\n", c["PASS"], c["FAIL"]+c["XPASS"], c["SKIP"], c["XFAIL"], c["ERROR"], s }'
+}
+
+lookup() { awk -F'\t' -v t="$2" '$2==t { print $3; exit }' "$1" 2>/dev/null; }
+lookup_exit() { awk -F'\t' -v t="$2" '$2==t { print $4; exit }' "$1" 2>/dev/null; }
+
+describe() {  # result + exit status, e.g. "FAIL (exit 124: timed out)"
+    local res="$1" ex="$2"
+    case "$ex" in
+        124|137) echo "$res (exit $ex: timed out after ${test_timeout}s)" ;;
+        127) echo "$res (exit 127: could not start, e.g. missing symbol)" ;;
+        '?'|'') echo "$res" ;;
+        *) echo "$res (exit $ex)" ;;
+    esac
+}
+
+# Labels to show: the ones run now, and stock's saved results when ours is
+# compared with them.
+shown_labels() {
+    if [ $run_stock = 1 ] || { [ $run_ours = 1 ] && [ -s "$results/stock/results.tsv" ]; }; then echo stock; fi
+    if [ $run_ours = 1 ]; then echo ours; fi
+}
+
+write_report() {
+    local stock_tsv="$results/stock/results.tsv" ours_tsv="$results/ours/results.tsv"
+    local labels t res ex sres reason n_reg=0 label
+    labels="$(shown_labels | tr '\n' ' ')"
+    echo "# libnbd $LIBNBD_VERSION test suite: stock vs ours"
+    echo
+    echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`interop/libnbd-testsuite.sh\`;" \
+         "directories: \`$dirs\`; per-test timeout ${test_timeout}s; logs under \`$results/<label>/dirs\`."
+    echo "\`python/t\` runs each \`python/t/*.py\` on its own, so it repeats what \`python/run-python-tests\` covers in one test."
+    for label in $labels; do
+        local lpath lname lver lorigin when=""
+        IFS=$'\t' read -r lpath lname lver lorigin <"$results/$label/library.tsv" || true
+        [ -z "$lorigin" ] || when=", $lorigin"
+        [ "$label" = stock ] && [ $run_stock = 0 ] &&
+            when="$when, saved on $(date -r "$results/stock/results.tsv" '+%Y-%m-%d %H:%M')"
+        echo
+        echo "## $label: \`$lpath\` (package $lname $lver)$when"
+        echo
+        table "$label"
+        local retried
+        retried="$(selected "$label" | awk -F'\t' '$5 != "" { printf "`%s` (%s, then %s) ", $2, $5, $3 }')"
+        [ -z "$retried" ] || { echo; echo "Re-run once after failing: $retried"; }
+    done
+
+    case " $labels " in *" ours "*) ;; *) echo "$n_reg" >"$results/regressions"; return 0 ;; esac
+    echo
+    echo "## Tests not passing with ours"
+    echo
+    local any=0 also
+    while IFS=$'\t' read -r _ t res ex _; do
+        case "$res" in PASS|XFAIL) continue ;; esac
+        any=1
+        reason="$(na_reason "$t")" && reason=" — not applicable" || reason=""
+        sres="$(lookup "$stock_tsv" "$t")"
+        also=""; [ -z "$sres" ] || also="; stock: $sres"
+        echo "- \`$t\`: $(describe "$res" "$ex")$also$reason"
+    done < <(selected ours)
+    [ $any = 1 ] || echo "(none)"
+
+    if [ -s "$stock_tsv" ]; then
+        echo
+        echo "## Regressions (pass with stock, not with ours; a new SKIP counts)"
+        echo
+        while IFS=$'\t' read -r _ t sres _ _; do
+            [ "$sres" = PASS ] || continue
+            na_reason "$t" >/dev/null && continue
+            res="$(lookup "$ours_tsv" "$t")"
+            [ "$res" = PASS ] && continue
+            n_reg=$((n_reg + 1))
+            if [ -z "$res" ]; then echo "- \`$t\`: no result"
+            else echo "- \`$t\`: $(describe "$res" "$(lookup_exit "$ours_tsv" "$t")")"; fi
+        done < <(selected stock)
+        [ $n_reg -gt 0 ] || echo "(none)"
+        local better
+        better="$(awk -F'\t' 'NR==FNR { s[$2]=$3; next } $3=="PASS" && ($2 in s) && s[$2]!="PASS" { printf "`%s` (stock %s) ", $2, s[$2] }' \
+                  <(selected stock) <(selected ours))"
+        [ -z "$better" ] || { echo; echo "Pass with ours but not with stock: $better"; }
+        # Deliberately not in the "N passed, N failed" shape that CI log
+        # scrapers take for a test runner's verdict: this is a comparison.
+        local n_app=0 n_app_pass=0
+        while IFS=$'\t' read -r _ t res _ _; do
+            na_reason "$t" >/dev/null && continue
+            n_app=$((n_app + 1)); [ "$res" != PASS ] || n_app_pass=$((n_app_pass + 1))
+        done < <(selected ours)
+        echo
+        echo "Summary: ours passes $(selected ours | awk -F'\t' '$3=="PASS"' | wc -l) of" \
+             "$(selected ours | wc -l) tests ($n_app_pass of $n_app applicable);" \
+             "regressions against stock: $n_reg."
+    fi
+
+    echo
+    echo "## Not applicable (run and shown above, never counted as regressions)"
+    echo
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        echo "- \`${line%%|*}\`: ${line#*|}"
+    done <<<"$NOT_APPLICABLE"
+    echo "$n_reg" >"$results/regressions"
+}
+
+# ---------------------------------------------------------------- main
+
+mkdir -p "$cache"
+[ $install_deps = 1 ] && install_packages
+command -v apt-get >/dev/null || die "needs a Debian system (apt-get)"
+
+# One harness at a time per cache: the library swap is global to the tree.
+exec 9>"$cache/.lock"
+flock -w 7200 9 || die "another run holds $cache/.lock"
+
+# A run killed with SIGKILL cannot restore the symlink; do it now.
+point_at_stock
+
+if [ $rebuild = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$RECIPE" ]; then
+    missing="$(missing_packages | tr '\n' ' ')"
+    [ -z "${missing// /}" ] || note "warning: packages not installed (use --install-deps): $missing"
+    t0=$SECONDS
+    build_tree
+    rm -rf "${results:?}"   # results of an older build are not comparable
+    note "built libnbd $LIBNBD_VERSION in $tree in $((SECONDS - t0))s"
+else
+    note "using cached build in $tree"
+fi
+build_probe
+fix_test_scripts
+
+stock_real="$(realpath "$(libs_dir)/libnbd.so.0.0.0")"
+if [ $run_ours = 1 ]; then
+    [ -e "$ours_lib" ] || die "library not found: $ours_lib (build it, pass --lib PATH, or use --stock-only)"
+    ours_src="$(realpath "$ours_lib")"
+    # Test a snapshot: a run takes minutes, and a rebuild of the library in
+    # the meantime would otherwise mix two libraries in one result.  The copy
+    # is 0755 because tests/dlopen skips unless access(X_OK) allows the file,
+    # and Debian ships its own libraries 0644.
+    if readelf -d "$ours_src" 2>/dev/null | grep -q 'ORIGIN'; then
+        note "warning: $ours_src uses \$ORIGIN; its snapshot may not find its neighbours"
+    fi
+    mkdir -p "$cache/lib-under-test"
+    install -m 0755 "$ours_src" "$cache/lib-under-test/libnbd.so.0.tmp"
+    mv -f "$cache/lib-under-test/libnbd.so.0.tmp" "$cache/lib-under-test/libnbd.so.0"
+    ours_real="$cache/lib-under-test/libnbd.so.0"
+    ours_sum="$(sha256sum "$ours_real" | cut -c1-16)"
+    note "ours: $ours_src (sha256 $ours_sum...), tested as the snapshot $ours_real"
+fi
+
+mkdir -p "$results"
+[ $run_stock = 1 ] && run_suite stock "$stock_real"
+[ $run_ours = 1 ] && run_suite ours "$ours_real"
+
+mkdir -p "$(dirname "$report")"
+write_report >"$report.tmp"
+mv "$report.tmp" "$report"
+cat "$report"
+echo
+note "report written to $report; total $((SECONDS - start_time))s"
+
+if [ $strict = 1 ] && [ "$(cat "$results/regressions")" -gt 0 ]; then
+    exit 1
+fi
+exit 0
