@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Normalises a scenario transcript so that runs on different libraries compare equal unless behaviour differs.
+#
+# Usage: normalise.py RUNDIR < raw > normalised
+#
+# Only fields that vary between two runs of the SAME library are rewritten:
+# the per-run temp dir, libnbd's own socket-activation temp dirs, pids,
+# timings, and the intermediate states of progress bars (how many updates a
+# copy prints depends on its speed; the final 100% line is kept).
+import re
+import sys
+
+rundir = sys.argv[1].rstrip("/")
+
+PROGRESS_BAR = re.compile(r"^\W*\s*(\d+)% \[[*-]*\]\s*$")
+PROGRESS_FD = re.compile(r"^(\d+)/100$")
+SUBS = [
+    # libnbd's subprocess helpers create /tmp/libnbdXXXXXX directories.
+    (re.compile(r"/tmp/libnbd[A-Za-z0-9]{6}"), "$LIBNBDTMP"),
+    (re.compile(r"\b(pid|PID)([ =:]+)\d+"), r"\1\2N"),
+    (re.compile(r"\[\d+\]:"), "[N]:"),
+    (re.compile(r"\b\d+(\.\d+)? ?(s|sec|secs|seconds|ms|us)\b"), "N s"),
+    (re.compile(r"\b\d+(\.\d+)? ?[KMGT]i?B/s(ec)?\b"), "N B/s"),
+]
+
+
+def progress_line(line):
+    """Collapses a progress line: keeps the last \\r-separated state only,
+    and drops it unless it is the final (100%) one."""
+    if "\r" in line:
+        parts = [p for p in line.split("\r") if p.strip()]
+        line = parts[-1] if parts else ""
+    m = PROGRESS_BAR.match(line)
+    if m:
+        # Strip the spinner glyph, which depends on the update count.
+        return None if int(m.group(1)) < 100 else line[line.index(m.group(1)):]
+    m = PROGRESS_FD.match(line)
+    if m and int(m.group(1)) < 100:
+        return None
+    return line
+
+
+def main():
+    data = sys.stdin.buffer.read().decode("utf-8", "backslashreplace")
+    out = []
+    for line in data.split("\n"):
+        line = line.replace(rundir, "$TMP")
+        line = progress_line(line)
+        if line is None:
+            continue
+        for pattern, repl in SUBS:
+            line = pattern.sub(repl, line)
+        out.append(line)
+    sys.stdout.write("\n".join(out))
+
+
+main()

@@ -1,0 +1,359 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Runs real libnbd programs (nbdinfo, nbdcopy, nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin) on stock libnbd and on ours, and compares.
+#
+# Usage: interop/programs/run.sh [options]
+#   --lib PATH       library under test ("ours"); default $DUPLEXNBD_LIB or
+#                    <repo>/build/lib/libnbd.so.0.  Point it at Debian's own
+#                    /usr/lib/x86_64-linux-gnu/libnbd.so.0 to validate the
+#                    runner: every scenario must then be identical.
+#   --only NAMES     comma-separated scenario names or shell globs
+#                    (e.g. --only 'nbdcopy-*,nbdsh'); see --list
+#   --list           list the scenarios and exit
+#   --report FILE    Markdown report (default <repo>/build/interop-programs.md);
+#                    transcripts and diffs go to FILE without .md, as a dir
+#   --strict         exit 1 if any scenario differs (or proves the wrong library)
+#   --install-deps   as root: apt-get install the programs the scenarios use
+#   --step-timeout S kill one program after S seconds (default 60)
+#   --scenario-timeout S  stop one run of a scenario after S seconds
+#                    (default 300); what it printed so far is compared
+#   -h, --help
+#
+# Each scenario runs three times, each time with fresh servers in a fresh
+# temp dir: on stock libnbd (the system's libnbd.so.0), then on ours through
+# LD_LIBRARY_PATH=<dir of ours>, then through LD_PRELOAD=<ours>.  The
+# library is applied only to the programs under test; servers and the
+# checks that verify copied data always run on stock.  Every run proves
+# which libnbd.so.0 it initialised from the dynamic loader's LD_DEBUG=libs
+# log (realpath compared with the expected file), and the report also shows
+# what `nbdinfo --version` prints under each setting.
+#
+# Exit status: 0 normally (whatever ours scored); 1 with --strict when a
+# scenario differs; 2 when the runner itself cannot work (bad options,
+# missing library or tools).
+set -euo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd -- "$HERE/../.." && pwd)
+STOCK_LIB=/usr/lib/x86_64-linux-gnu/libnbd.so.0
+PACKAGES=(nbdkit qemu-utils libnbd-bin python3-libnbd fuse3 coreutils file util-linux)
+
+# Debian's tools first: nbdsh runs "python3 -m nbd" and must find
+# /usr/bin/python3 (with python3-libnbd), not some other python3 in PATH.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+# A library or debug setting inherited from the caller would leak into the
+# stock runs and the servers.
+unset LD_LIBRARY_PATH LD_PRELOAD LD_DEBUG LD_DEBUG_OUTPUT LIBNBD_DEBUG
+export LC_ALL=C.UTF-8 TZ=UTC
+
+OURS=${DUPLEXNBD_LIB:-$REPO/build/lib/libnbd.so.0}
+ONLY=""
+REPORT=$REPO/build/interop-programs.md
+STRICT=0
+INSTALL=0
+STEP_TIMEOUT=60
+SCENARIO_TIMEOUT=300
+
+usage() { sed -n '3,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+
+while (($#)); do
+    case $1 in
+        --lib) OURS=$2; shift 2 ;;
+        --lib=*) OURS=${1#*=}; shift ;;
+        --only) ONLY=$2; shift 2 ;;
+        --only=*) ONLY=${1#*=}; shift ;;
+        --report) REPORT=$2; shift 2 ;;
+        --report=*) REPORT=${1#*=}; shift ;;
+        --strict) STRICT=1; shift ;;
+        --install-deps) INSTALL=1; shift ;;
+        --step-timeout) STEP_TIMEOUT=$2; shift 2 ;;
+        --scenario-timeout) SCENARIO_TIMEOUT=$2; shift 2 ;;
+        --list) bash "$HERE/scenarios.sh" --list; exit 0 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+fail() { echo "run.sh: $*" >&2; exit 2; }
+
+if ((INSTALL)); then
+    ((EUID == 0)) || fail "--install-deps needs root"
+    timeout 600 apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq "${PACKAGES[@]}" ||
+        fail "apt-get install ${PACKAGES[*]} failed"
+fi
+
+[[ -e $STOCK_LIB ]] || fail "stock libnbd not found at $STOCK_LIB (apt-get install libnbd0, or --install-deps)"
+[[ -e $OURS ]] || fail "library under test not found: $OURS (build it, or pass --lib)"
+# Both substitutions name the file by its soname in the given directory:
+# LD_LIBRARY_PATH finds it by that name, and LD_PRELOAD uses the same file.
+OURS_DIR=$(cd -- "$(dirname -- "$OURS")" && pwd)
+OURS_SO=$OURS_DIR/libnbd.so.0
+[[ -e $OURS_SO ]] || fail "$OURS_DIR has no libnbd.so.0 (needed for LD_LIBRARY_PATH)"
+STOCK_REAL=$(realpath -- "$STOCK_LIB")
+OURS_REAL=$(realpath -- "$OURS_SO")
+[[ $(realpath -- "$OURS") == "$OURS_REAL" ]] ||
+    fail "--lib $OURS is not the file $OURS_SO resolves to ($OURS_REAL)"
+for t in timeout sha256sum realpath diff /usr/bin/python3; do
+    command -v "$t" >/dev/null || fail "$t not found"
+done
+
+ART=${REPORT%.md}
+mkdir -p -- "$(dirname -- "$REPORT")"
+rm -rf -- "$ART"
+mkdir -p -- "$ART"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/duplexnbd-programs.XXXXXX")
+
+# Whatever a scenario left behind (it cleans up after itself, but it may
+# have been killed): unmount its FUSE mounts, stop its recorded processes.
+# A pid is only signalled if its command line still names that run's dir,
+# so a recycled pid is never hit.
+cleanup_run() {
+    local run=$1 m pid
+    if [[ -f $run/mounts ]]; then
+        while read -r m; do
+            [[ -n $m ]] && mountpoint -q -- "$m" 2>/dev/null && fusermount3 -u -z -- "$m" 2>/dev/null
+        done <"$run/mounts" || true
+    fi
+    [[ -f $run/pids ]] || return 0
+    while read -r pid; do
+        [[ $pid =~ ^[0-9]+$ ]] || continue
+        if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$run"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            sleep 0.5
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done <"$run/pids"
+}
+
+CURRENT_RUN=""
+# shellcheck disable=SC2317 # called by the EXIT trap
+on_exit() {
+    [[ -n $CURRENT_RUN ]] && cleanup_run "$CURRENT_RUN"
+    rm -rf -- "$WORK"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+VARIANTS=(stock llp preload)
+declare -A VLABEL=([stock]="stock" [llp]="ours (LD_LIBRARY_PATH)" [preload]="ours (LD_PRELOAD)")
+declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD)
+declare -A VVAL=([stock]="" [llp]="$OURS_DIR" [preload]="$OURS_SO")
+declare -A VEXPECT=([stock]="$STOCK_REAL" [llp]="$OURS_REAL" [preload]="$OURS_REAL")
+
+# Which libnbd.so.0 files the processes of a run initialised, as realpaths.
+loaded_libs() { # loaded_libs LDDIR
+    local f
+    for f in "$1"/ld.*; do
+        [[ -e $f ]] || continue
+        sed -n 's/.*calling init: \(.*libnbd\.so[^ ]*\).*/\1/p' "$f"
+    done | sort -u | while read -r f; do realpath -- "$f"; done | sort -u
+}
+
+# proof VARIANT LDDIR: "ok", or what went wrong.
+proof() {
+    local libs
+    libs=$(loaded_libs "$2")
+    if [[ -z $libs ]]; then
+        echo "no process loaded libnbd"
+    elif [[ $libs == "${VEXPECT[$1]}" ]]; then
+        echo ok
+    else
+        echo "loaded $(echo "$libs" | paste -sd, -) instead of ${VEXPECT[$1]}"
+    fi
+}
+
+# Preflight: what nbdinfo --version says under each setting, and which file
+# the loader initialised for it.
+declare -A PRE_VERSION PRE_PROOF
+for v in "${VARIANTS[@]}"; do
+    d=$WORK/preflight-$v
+    mkdir -p "$d/ld"
+    envs=(LD_DEBUG=libs "LD_DEBUG_OUTPUT=$d/ld/ld")
+    [[ -n ${VVAR[$v]} ]] && envs+=("${VVAR[$v]}=${VVAL[$v]}")
+    out=$(timeout 30 env "${envs[@]}" nbdinfo --version 2>&1) || out="nbdinfo --version failed: $out"
+    PRE_VERSION[$v]=$(echo "$out" | sed -n 2p)
+    [[ -n ${PRE_VERSION[$v]} ]] || PRE_VERSION[$v]=$(echo "$out" | paste -sd' ' -)
+    PRE_PROOF[$v]="$(loaded_libs "$d/ld" | paste -sd, -) ($(proof "$v" "$d/ld"))"
+done
+
+# Scenario selection.
+mapfile -t ALL < <(bash "$HERE/scenarios.sh" --list | cut -f1)
+SELECTED=()
+for s in "${ALL[@]}"; do
+    if [[ -z $ONLY ]]; then SELECTED+=("$s"); continue; fi
+    IFS=, read -ra pats <<<"$ONLY"
+    for p in "${pats[@]}"; do
+        # shellcheck disable=SC2053 # glob match is the point
+        if [[ $s == $p ]]; then SELECTED+=("$s"); break; fi
+    done
+done
+((${#SELECTED[@]})) || fail "--only '$ONLY' matches no scenario (see --list)"
+
+# Runs one scenario on one variant; leaves transcript, normalised
+# transcript, exit list, proof and logs under $ART/NAME/VARIANT.
+declare -A EXITS PROOF HARNESS
+run_one() {
+    local name=$1 v=$2 run out rc=0
+    run=$(mktemp -d "$WORK/$name.$v.XXXXXX")
+    out=$ART/$name/$v
+    mkdir -p "$out"
+    CURRENT_RUN=$run
+    RUN=$run DNBD_LIBVAR=${VVAR[$v]} DNBD_LIBVAL=${VVAL[$v]} \
+        DNBD_STEP_TIMEOUT=$STEP_TIMEOUT DNBD_SERVER_TIMEOUT=$((SCENARIO_TIMEOUT + STEP_TIMEOUT + 60)) \
+        timeout -k $((STEP_TIMEOUT + 30)) "$SCENARIO_TIMEOUT" bash "$HERE/scenarios.sh" "$name" \
+        </dev/null >"$out/transcript.raw" 2>"$out/harness.log" || rc=$?
+    cleanup_run "$run"
+    CURRENT_RUN=""
+    /usr/bin/python3 "$HERE/normalise.py" "$run" <"$out/transcript.raw" >"$out/transcript.txt"
+    EXITS[$name.$v]=$(rle 2>/dev/null <"$run/exits" || echo -)
+    HARNESS[$name.$v]=""
+    if ((rc == 124 || rc == 137)); then
+        HARNESS[$name.$v]="run stopped after the ${SCENARIO_TIMEOUT}s scenario time limit"
+    elif ((rc != 0)); then
+        HARNESS[$name.$v]="scenario script exit $rc: $(tail -n 3 "$out/harness.log" | paste -sd' ' -)"
+    fi
+    PROOF[$name.$v]=$(proof "$v" "$run/ld")
+    [[ -f $run/proof.txt ]] && cp "$run/proof.txt" "$out/proof.txt"
+    cp "$run"/*.log "$out/" 2>/dev/null || true
+    loaded_libs "$run/ld" >"$out/loaded-libnbd.txt"
+    rm -rf -- "$run"
+}
+
+# Exit codes as a run-length list in step order: "0x12 2 0x3".
+rle() {
+    awk 'NR == 1 { prev = $1; n = 1; next }
+         $1 == prev { n++; next }
+         { printf "%s%s ", prev, (n > 1 ? "x" n : ""); prev = $1; n = 1 }
+         END { if (NR) printf "%s%s", prev, (n > 1 ? "x" n : ""); else printf "-" }'
+}
+
+START=$SECONDS
+declare -A VERDICT SKIP
+DIFFERS=0
+printf 'stock: %s -> %s\nours:  %s\n' "$STOCK_LIB" "$STOCK_REAL" "$OURS_REAL"
+for v in "${VARIANTS[@]}"; do
+    printf 'preflight %-24s nbdinfo --version: %-22s loaded: %s\n' "${VLABEL[$v]}" "${PRE_VERSION[$v]}" "${PRE_PROOF[$v]}"
+done
+for name in "${SELECTED[@]}"; do
+    reason=$(bash "$HERE/scenarios.sh" --skip-reason "$name")
+    if [[ -n $reason ]]; then
+        SKIP[$name]=$reason
+        printf '%-24s skipped: %s\n' "$name" "$reason"
+        continue
+    fi
+    t0=$SECONDS
+    for v in "${VARIANTS[@]}"; do run_one "$name" "$v"; done
+    problems=()
+    for v in llp preload; do
+        if ! diff -u --label "stock/$name" --label "${VLABEL[$v]}/$name" \
+            "$ART/$name/stock/transcript.txt" "$ART/$name/$v/transcript.txt" >"$ART/$name/$v.diff"; then
+            problems+=("${VLABEL[$v]}: output differs")
+        else
+            rm -f "$ART/$name/$v.diff"
+        fi
+    done
+    for v in "${VARIANTS[@]}"; do
+        [[ ${PROOF[$name.$v]} == ok ]] || problems+=("${VLABEL[$v]}: ${PROOF[$name.$v]}")
+        [[ -z ${HARNESS[$name.$v]} ]] || problems+=("${VLABEL[$v]}: ${HARNESS[$name.$v]}")
+    done
+    if ((${#problems[@]})); then
+        VERDICT[$name]="NO — $(printf '%s; ' "${problems[@]}" | sed 's/; $//')"
+        DIFFERS=1
+    else
+        VERDICT[$name]=yes
+    fi
+    printf '%-24s stock: %-14s LLP: %-14s PRELOAD: %-14s identical: %s (%ss)\n' "$name" \
+        "${EXITS[$name.stock]}" "${EXITS[$name.llp]}" "${EXITS[$name.preload]}" "${VERDICT[$name]}" $((SECONDS - t0))
+done
+ELAPSED=$((SECONDS - START))
+
+# Markdown report.
+cell() { printf '%s' "$1" | sed 's/|/\\|/g'; }
+{
+    echo "# Real libnbd programs: stock libnbd vs ours"
+    echo
+    echo "Generated by \`interop/programs/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s."
+    echo
+    echo "- stock: \`$STOCK_LIB\` → \`$STOCK_REAL\`"
+    echo "- ours: \`$OURS_REAL\` (LD_LIBRARY_PATH=\`$OURS_DIR\`, LD_PRELOAD=\`$OURS_SO\`)"
+    echo "- transcripts, normalised transcripts, diffs, logs: \`$ART/\`"
+    echo
+    echo "## Which library each setting loads"
+    echo
+    echo "| setting | \`nbdinfo --version\`, library line | libnbd.so.0 initialised (LD_DEBUG=libs) |"
+    echo "|---|---|---|"
+    for v in "${VARIANTS[@]}"; do
+        echo "| ${VLABEL[$v]} | $(cell "${PRE_VERSION[$v]}") | $(cell "${PRE_PROOF[$v]}") |"
+    done
+    echo
+    echo "Every scenario run repeats the loader check for all its processes that use libnbd."
+    echo "Exit columns list the exit codes of the steps run on the library, in order (\`0x5\` = five zeros)."
+    echo
+    echo "## Results"
+    echo
+    echo "| scenario | stock exit | ours (LD_LIBRARY_PATH) | ours (LD_PRELOAD) | identical? |"
+    echo "|---|---|---|---|---|"
+    for name in "${SELECTED[@]}"; do
+        if [[ -n ${SKIP[$name]:-} ]]; then
+            echo "| $name | skipped | skipped | skipped | skipped: $(cell "${SKIP[$name]}") |"
+        else
+            echo "| $name | ${EXITS[$name.stock]} | ${EXITS[$name.llp]} | ${EXITS[$name.preload]} | $(cell "${VERDICT[$name]}") |"
+        fi
+    done
+    echo
+    echo "## Scenarios"
+    echo
+    bash "$HERE/scenarios.sh" --list | while IFS=$'\t' read -r n d; do echo "- \`$n\`: $d"; done
+    for name in "${SELECTED[@]}"; do
+        [[ ${VERDICT[$name]:-yes} == yes ]] && continue
+        echo
+        echo "## $name: differences"
+        for v in llp preload; do
+            [[ -f $ART/$name/$v.diff ]] || continue
+            echo
+            echo "### stock vs ${VLABEL[$v]} (first 200 lines; full diff in \`$ART/$name/$v.diff\`)"
+            echo
+            echo '```diff'
+            head -n 200 "$ART/$name/$v.diff"
+            echo '```'
+        done
+        for v in "${VARIANTS[@]}"; do
+            [[ -n ${HARNESS[$name.$v]} ]] && echo && echo "- ${VLABEL[$v]}: $(cell "${HARNESS[$name.$v]}")"
+            [[ ${PROOF[$name.$v]} == ok ]] || echo "- ${VLABEL[$v]}: library check: ${PROOF[$name.$v]}"
+        done
+    done
+    proofs=$(cat "$ART"/*/*/proof.txt 2>/dev/null | sort -u)
+    if [[ -n $proofs ]]; then
+        echo
+        echo "## Version evidence from nbdkit's nbd plugin (not compared)"
+        echo
+        for f in "$ART"/*/*/proof.txt; do
+            echo "- \`${f#"$ART"/}\`: $(grep -v '^nbdkit' "$f" | paste -sd' ' -)"
+        done
+    fi
+} >"$REPORT"
+
+echo
+echo "| scenario | stock exit | ours(LD_LIBRARY_PATH) | ours(LD_PRELOAD) | identical? |"
+for name in "${SELECTED[@]}"; do
+    if [[ -n ${SKIP[$name]:-} ]]; then
+        echo "| $name | skipped | skipped | skipped | ${SKIP[$name]} |"
+    else
+        echo "| $name | ${EXITS[$name.stock]} | ${EXITS[$name.llp]} | ${EXITS[$name.preload]} | ${VERDICT[$name]} |"
+    fi
+done
+for name in "${SELECTED[@]}"; do
+    for v in llp preload; do
+        if [[ -f $ART/$name/$v.diff ]]; then
+            echo
+            echo "--- diff $name: stock vs ${VLABEL[$v]} (first 60 lines of $ART/$name/$v.diff)"
+            head -n 60 "$ART/$name/$v.diff"
+        fi
+    done
+done
+echo
+echo "report: $REPORT  (${ELAPSED}s)"
+if ((STRICT && DIFFERS)); then exit 1; fi
+exit 0
