@@ -171,10 +171,10 @@ def checks(call: m.Call) -> list[str]:
             cond = " && ".join(f"{n} != {v.value}" for v in a.enum.values)
             out.append(f"if ({cond}) {{ set_error(EINVAL, \"%s: invalid value for parameter: %d\", \"{n}\", {n}); break; }}")
         elif t is m.FlagsArg:
-            out.append(f"if (({n} & ~UINT32_C({a.flags.mask:#x})) != 0) {{ set_error(EINVAL, \"%s: invalid value for flag: %\" PRIu32, \"{n}\", {n}); break; }}")
+            out.append(f"if (({n} & ~UINT32_C({a.flags.mask:#x})) != 0) {{ set_error(EINVAL, \"%s: invalid value for flag: 0x%\" PRIx32, \"{n}\", {n}); break; }}")
         elif t is m.OFlags:
             if a.permitted is None:
-                out.append(f"if (({n} & ~UINT32_C({a.flags.mask:#x})) != 0) {{ set_error(EINVAL, \"%s: invalid value for flag: %\" PRIu32, \"{n}\", {n}); break; }}")
+                out.append(f"if (({n} & ~UINT32_C({a.flags.mask:#x})) != 0) {{ set_error(EINVAL, \"%s: invalid value for flag: 0x%\" PRIx32, \"{n}\", {n}); break; }}")
             else:
                 by_name = {v.name: v.value for v in a.flags.values}
                 pm = 0
@@ -184,7 +184,7 @@ def checks(call: m.Call) -> list[str]:
                 # for strict flag checking; bits that cannot fit the wire are always wrong.
                 out.append(f"if (({n} & ~UINT32_C({pm:#x})) != 0 && "
                            f"((h->strict.load(std::memory_order_relaxed) & LIBNBD_STRICT_FLAGS) || {n} > UINT16_MAX)) "
-                           f"{{ set_error(EINVAL, \"%s: invalid value for flag: %\" PRIu32, \"{n}\", {n}); break; }}")
+                           f"{{ set_error(EINVAL, \"%s: invalid value for flag: 0x%\" PRIx32, \"{n}\", {n}); break; }}")
     return out
 
 

@@ -180,26 +180,30 @@ Status Connection::notify_read() {
     reap_dead();
     return fatal_error();
   }
+  if (h_.state() == State::Closed) {
+    reap_dead();
+    return {};
+  }
   if (*r == ReplyReader::Outcome::EndOfStream) return on_end_of_stream();
   return {};
 }
 
 Status Connection::on_end_of_stream() {
-  if (table_.in_flight() == 0 && !writer_.pending()) {
-    debug(h_, "server closed the connection");
-    CompletionList none;
-    {
-      std::lock_guard lock(writer_.mutex);
-      writer_.clear(none);
-    }
-    finish_completed(none);
+  // A clean end of stream closes the handle, as libnbd's does; commands still waiting
+  // for a reply can never get one and fail with ENOTCONN.
+  bool stranded = table_.in_flight() != 0 || writer_.pending();
+  {
+    std::lock_guard lock(fatal_mutex_);
+    if (h_.state() == State::Dead || h_.state() == State::Closed) return {};
+    fatal_ = make_error(ENOTCONN, "server closed the connection");
     h_.set_state(State::Closed);
-    notify_waiters();
-    return {};
   }
-  Error e = make_error(ENOTCONN, "server closed the connection unexpectedly");
-  fail(e);
-  return e;
+  debug(h_, stranded ? "server closed the connection with commands in flight"
+                     : "server closed the connection");
+  reap_dead();
+  notify_waiters();
+  wake_pollers();
+  return {};
 }
 
 Status Connection::notify_write() {
@@ -250,10 +254,13 @@ Status Connection::run_handshake_io(bool readable, bool writable) {
       }
     } else if (handshake_) {
       uint64_t sent0 = handshake_->bytes_sent(), recv0 = handshake_->bytes_received();
+      const uint64_t csent0 = handshake_->chunks_sent(), crecv0 = handshake_->chunks_received();
       if (readable) s = handshake_->on_readable(*transport_);
       if (s && writable) s = handshake_->on_writable(*transport_);
       bytes_sent.fetch_add(handshake_->bytes_sent() - sent0, std::memory_order_relaxed);
       bytes_received.fetch_add(handshake_->bytes_received() - recv0, std::memory_order_relaxed);
+      chunks_sent.fetch_add(handshake_->chunks_sent() - csent0, std::memory_order_relaxed);
+      chunks_received.fetch_add(handshake_->chunks_received() - crecv0, std::memory_order_relaxed);
       if (s) after_handshake_step();
       handshake_->take_deferred(deferred);
     }
@@ -449,13 +456,26 @@ void Connection::fail(const Error &e) {
   bool first;
   {
     std::lock_guard lock(fatal_mutex_);
-    first = h_.state() != State::Dead;
+    // A closed handle stays closed; only the reaping below is still owed.
+    first = h_.state() != State::Dead && h_.state() != State::Closed;
     if (first) {
       fatal_ = e;
       h_.set_state(State::Dead);
     }
   }
   if (first) debug(h_, "connection failed: %s", e.message.c_str());
+  if (first) {
+    // An option in flight during negotiation completes with the error, exactly once.
+    std::vector<std::function<void()>> deferred;
+    {
+      std::unique_lock lock(handshake_mutex_, std::try_to_lock);
+      if (lock && handshake_) {
+        handshake_->abandon(e);
+        handshake_->take_deferred(deferred);
+      }
+    }
+    for (auto &f : deferred) f();
+  }
   // Reaping is retried even when already dead: an earlier attempt may have found the
   // reader busy, and that thread may have left without reaping (its own failure ends
   // here too). Commands must all complete, or blocking callers would wait for ever.
