@@ -49,6 +49,7 @@ TEST_F(ExtendedHeadersTest, Negotiated) {
   EXPECT_EQ(nbd_can_meta_context(h_.get(), LIBNBD_CONTEXT_BASE_ALLOCATION), 1);
   EXPECT_EQ(nbd_can_meta_context(h_.get(), kDataContext), 1);
   EXPECT_EQ(nbd_get_block_size(h_.get(), LIBNBD_SIZE_MAXIMUM), int64_t(32 * MiB));
+  EXPECT_EQ(nbd_can_block_status_payload(h_.get()), 1);
 }
 
 TEST_F(ExtendedHeadersTest, PreadPwriteBeyond4GiB) {
@@ -162,6 +163,7 @@ TEST_F(ExtendedHeadersTest, ServerWithoutExtendedHeadersFallsBackToStructured) {
   nbd_handle *h = h_.get();
   EXPECT_EQ(nbd_get_extended_headers_negotiated(h), 0);
   EXPECT_EQ(nbd_get_structured_replies_negotiated(h), 1);
+  EXPECT_EQ(nbd_can_block_status_payload(h), 0);  // the server offers it only with extended headers
   auto data = make_pattern(1 * MiB, 12);
   NBD_ASSERT_OK(nbd_pwrite(h, data.data(), data.size(), 5 * GiB, 0));
   std::vector<uint8_t> back(data.size());

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <thread>
 #include <utility>
 
@@ -339,6 +340,8 @@ Session::Reply Session::read_reply(const wire::RequestHeader &req) {
   Reply r;
   const bool paced = options_.slow_read_bytes_per_ms > 0;
   if (!structured_) {
+    const uint64_t bad = options_.fail_reads_at;
+    if (bad >= req.offset && bad - req.offset < req.length) return error_reply(req, EIO, "injected read error");
     // One simple reply, header and data inseparable.
     Unit u;
     u.bytes.resize(w::kSimpleReplySize + req.length);
@@ -352,9 +355,10 @@ Session::Reply Session::read_reply(const wire::RequestHeader &req) {
   // Structured: one OFFSET_DATA chunk per read_chunk bytes of data, OFFSET_HOLE for
   // holes (unless DF forbids fragmenting), the last chunk flagged DONE.  Chunks are
   // built in place (header, prefix, data straight from the store): reads are large.
+  enum class Kind { Data, Hole, Error };
   struct Piece {
     uint64_t offset, length;
-    bool data;
+    Kind kind;
   };
   std::vector<Piece> pieces;
   std::vector<SparseStore::Run> runs;
@@ -363,22 +367,53 @@ Session::Reply Session::read_reply(const wire::RequestHeader &req) {
   const uint64_t max_piece = (req.flags & w::kCmdFlagDf) ? req.length : std::max<uint64_t>(options_.read_chunk, 1);
   for (const auto &run : runs) {
     if (!run.allocated) {
-      pieces.push_back({run.offset, run.length, false});
+      pieces.push_back({run.offset, run.length, Kind::Hole});
       continue;
     }
     for (uint64_t pos = run.offset; pos < run.offset + run.length; pos += max_piece)
-      pieces.push_back({pos, std::min(max_piece, run.offset + run.length - pos), true});
+      pieces.push_back({pos, std::min(max_piece, run.offset + run.length - pos), Kind::Data});
   }
+  // --fail-reads-at: the bytes before the bad offset are sent, then an ERROR_OFFSET chunk.
+  const uint64_t bad = options_.fail_reads_at;
+  const bool fails = bad >= req.offset && bad - req.offset < req.length;
+  if (fails) {
+    std::vector<Piece> before;
+    for (Piece p : pieces) {
+      if (p.offset >= bad) break;
+      p.length = std::min(p.length, bad - p.offset);
+      before.push_back(p);
+    }
+    pieces.swap(before);
+  }
+  // --reverse-chunks: the spec lets chunks of one reply come in any order (only the
+  // DONE chunk must be last); the client must place data by offset, not by arrival.
+  if (options_.reverse_chunks) std::reverse(pieces.begin(), pieces.end());
+  if (fails) pieces.push_back({bad, 0, Kind::Error});
   if (pieces.empty()) {  // zero-length read
     r.units.push_back({chunk(req, w::kReplyFlagDone, w::kReplyTypeNone, {}), false});
     return r;
   }
+  static constexpr std::string_view kInjected = "injected read error (--fail-reads-at)";
   const size_t header_size = extended_ ? w::kExtendedReplyHeaderSize : w::kStructuredReplyHeaderSize;
   for (size_t i = 0; i < pieces.size(); ++i) {
     const Piece &piece = pieces[i];
-    const uint64_t payload = piece.data ? w::kOffsetDataPrefixSize + piece.length : w::kOffsetHolePayloadSize;
-    w::ReplyChunkHeader h{uint16_t(i + 1 == pieces.size() ? w::kReplyFlagDone : 0),
-                          piece.data ? w::kReplyTypeOffsetData : w::kReplyTypeOffsetHole, req.cookie,
+    uint64_t payload = 0;
+    uint16_t type = 0;
+    switch (piece.kind) {
+      case Kind::Data:
+        payload = w::kOffsetDataPrefixSize + piece.length;
+        type = w::kReplyTypeOffsetData;
+        break;
+      case Kind::Hole:
+        payload = w::kOffsetHolePayloadSize;
+        type = w::kReplyTypeOffsetHole;
+        break;
+      case Kind::Error:
+        payload = w::error_chunk_size(kInjected.size(), true);
+        type = w::kReplyTypeErrorOffset;
+        break;
+    }
+    w::ReplyChunkHeader h{uint16_t(i + 1 == pieces.size() ? w::kReplyFlagDone : 0), type, req.cookie,
                           req.offset, payload};
     Unit u;
     u.paced = paced;
@@ -386,11 +421,17 @@ Session::Reply Session::read_reply(const wire::RequestHeader &req) {
     if (extended_) w::encode_extended_reply_header(u.bytes, h);
     else w::encode_structured_chunk_header(u.bytes, h);
     w::MutableBytes body = std::span(u.bytes).subspan(header_size);
-    if (piece.data) {
-      w::encode_offset_data_prefix(body, piece.offset);
-      store_.read(piece.offset, piece.length, body.data() + w::kOffsetDataPrefixSize);
-    } else {
-      w::encode_offset_hole(body, {piece.offset, uint32_t(piece.length)});  // reads are <= 64 MiB
+    switch (piece.kind) {
+      case Kind::Data:
+        w::encode_offset_data_prefix(body, piece.offset);
+        store_.read(piece.offset, piece.length, body.data() + w::kOffsetDataPrefixSize);
+        break;
+      case Kind::Hole:
+        w::encode_offset_hole(body, {piece.offset, uint32_t(piece.length)});  // reads are <= 64 MiB
+        break;
+      case Kind::Error:
+        w::encode_error_chunk(body, {w::kNbdEio, kInjected, piece.offset});
+        break;
     }
     r.units.push_back(std::move(u));
   }
@@ -472,6 +513,11 @@ std::vector<uint8_t> Session::chunk(const wire::RequestHeader &req, uint16_t fla
 
 void Session::queue(Reply reply) {
   reply.due = Clock::now() + std::chrono::milliseconds(options_.delay_ms);
+  if (options_.jitter_ms > 0) {
+    // Per-reply random delays make later requests overtake earlier ones.
+    thread_local std::minstd_rand rng(std::random_device{}());
+    reply.due += std::chrono::microseconds(rng() % (uint64_t(options_.jitter_ms) * 1000 + 1));
+  }
   {
     std::lock_guard lock(mutex_);
     if (writer_failed_) return;

@@ -28,6 +28,9 @@ struct Options {
   uint64_t slow_read_bytes_per_ms = 0;  // 0: read payloads go out at full speed
   uint64_t read_chunk = 1 << 20;        // largest OFFSET_DATA chunk in a structured read
   unsigned delay_ms = 0;                // every reply is held back this long
+  unsigned jitter_ms = 0;               // ... plus a random 0..jitter_ms, reordering replies
+  bool reverse_chunks = false;          // structured read chunks go out last first
+  uint64_t fail_reads_at = UINT64_MAX;  // reads covering this offset fail there (EIO)
   uint32_t max_payload = 32 << 20;      // advertised NBD_INFO_BLOCK_SIZE maximum
   bool verbose = false;
 };

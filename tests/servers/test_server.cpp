@@ -31,6 +31,9 @@ using duplexnbd::testserver::Options;
                "  --slow-read-reply BYTES_PER_MS  trickle read replies out at this rate\n"
                "  --read-chunk BYTES         largest OFFSET_DATA chunk (default 1M)\n"
                "  --delay-ms N               hold every reply back N ms\n"
+               "  --jitter-ms N              and a random 0..N ms more, so replies overtake each other\n"
+               "  --reverse-chunks           send the chunks of a structured read last first\n"
+               "  --fail-reads-at OFFSET     reads covering OFFSET fail there (NBD_EIO, ERROR_OFFSET)\n"
                "  --max-payload BYTES        advertised maximum block size (default 32M)\n"
                "  --verbose                  log options and requests to stderr\n");
   std::exit(status);
@@ -73,6 +76,9 @@ int main(int argc, char **argv) {
     else if (a == "--slow-read-reply") opt.slow_read_bytes_per_ms = parse_size(value());
     else if (a == "--read-chunk") opt.read_chunk = parse_size(value());
     else if (a == "--delay-ms") opt.delay_ms = unsigned(parse_size(value()));
+    else if (a == "--jitter-ms") opt.jitter_ms = unsigned(parse_size(value()));
+    else if (a == "--reverse-chunks") opt.reverse_chunks = true;
+    else if (a == "--fail-reads-at") opt.fail_reads_at = parse_size(value());
     else if (a == "--max-payload") opt.max_payload = uint32_t(parse_size(value()));
     else if (a == "--verbose") opt.verbose = true;
     else if (a == "--help") usage(0);
