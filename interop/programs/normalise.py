@@ -5,13 +5,25 @@
 # Usage: normalise.py RUNDIR < raw > normalised
 #
 # Only fields that vary between two runs of the SAME library are rewritten:
-# the per-run temp dir, libnbd's own socket-activation temp dirs, pids,
-# timings, and the intermediate states of progress bars (how many updates a
+# the per-run temp dir, TCP ports the scenario picked, libnbd's own
+# socket-activation temp dirs, pids, timings, and the intermediate states of progress bars (how many updates a
 # copy prints depends on its speed; the final 100% line is kept).
 import re
 import sys
 
 rundir = sys.argv[1].rstrip("/")
+
+# Values a scenario chose at run time (a free TCP port) and recorded in
+# RUNDIR/volatile as "value<TAB>placeholder" lines.
+VOLATILE = []
+try:
+    with open(rundir + "/volatile") as f:
+        for entry in f:
+            value, _, placeholder = entry.rstrip("\n").partition("\t")
+            if value and placeholder:
+                VOLATILE.append((value, placeholder))
+except FileNotFoundError:
+    pass
 
 PROGRESS_BAR = re.compile(r"^\W*\s*(\d+)% \[[*-]*\]\s*$")
 PROGRESS_FD = re.compile(r"^(\d+)/100$")
@@ -46,6 +58,8 @@ def main():
     out = []
     for line in data.split("\n"):
         line = line.replace(rundir, "$TMP")
+        for value, placeholder in VOLATILE:
+            line = line.replace(value, placeholder)
         line = progress_line(line)
         if line is None:
             continue
