@@ -165,8 +165,6 @@ def checks(call: m.Call) -> list[str]:
             out.append(f"if ({n} == nullptr && {a.count} != 0) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")
         elif t is m.SockAddrAndLen:
             out.append(f"if ({n} == nullptr) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")
-        elif t is m.Closure:
-            out.append(f"if ({n}.callback == nullptr) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}.callback\"); break; }}")
         elif t is m.EnumArg:
             cond = " && ".join(f"{n} != {v.value}" for v in a.enum.values)
             out.append(f"if ({cond}) {{ set_error(EINVAL, \"%s: invalid value for parameter: %d\", \"{n}\", {n}); break; }}")
@@ -223,6 +221,9 @@ def emit_entry(call: m.Call) -> str:
         lines.append(f"  {ret.c_type} ret = {error_value(ret)};")
     lines.append("  try {")
     lines.append("    do {")
+    for a in call.args:
+        if isinstance(a, (m.BytesOut, m.BytesPersistOut)):
+            lines.append(f"      initialize_read_buffer(*h, {a.name}, {a.count});")
     for c in checks(call):
         lines.append(f"      {c}")
     if call.name in PENDING:

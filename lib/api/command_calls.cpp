@@ -78,14 +78,7 @@ int64_t submit(Handle &h, Connection &conn, uint32_t strict, CommandPtr cmd, int
 
 int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCallback chunk,
                    CompletionCallback completion, uint32_t flags, bool structured) {
-  // Zeroed before anything can fail, so that a caller ignoring the error never reads
-  // stale memory (set_pread_initialize).
-  bool initialize;
-  {
-    std::lock_guard lock(h.settings_mutex);
-    initialize = h.settings.pread_initialize;
-  }
-  if (initialize && buf != nullptr && count != 0) memset(buf, 0, count);
+  // The entry point has already zeroed buf if set_pread_initialize asks for it.
   Connection *conn = command_connection(h);
   if (!conn) return -1;
   const uint32_t strict = h.strict.load(std::memory_order_relaxed);

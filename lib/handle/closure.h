@@ -8,6 +8,11 @@
 
 namespace duplexnbd {
 
+// How many user callbacks the current thread is inside.  A call made from a callback must
+// never wait for the library to make progress: the progress may be this very thread's.
+inline thread_local int callback_depth = 0;
+inline bool in_callback() { return callback_depth > 0; }
+
 // Wraps one of libnbd's {callback, user_data, free} structs. The public entry point wraps
 // every closure argument before any check, so a call that fails still frees it; a call that
 // succeeds moves it into the command or handle that will invoke it, whose destruction frees it.
@@ -29,12 +34,18 @@ public:
   Closure(const Closure &) = delete;
   Closure &operator=(const Closure &) = delete;
 
-  // An optional closure may be passed with callback == NULL; its free still runs.
+  // Any closure may be passed with callback == NULL (libnbd does not reject one, and its
+  // tests pass a closure holding only .free); it is then never called, and free still runs.
   bool has_callback() const { return c_.callback != nullptr; }
   explicit operator bool() const { return has_callback(); }
 
   template <typename... A>
   int operator()(A &&...args) const {
+    if (c_.callback == nullptr) return 0;
+    struct Depth {
+      Depth() { ++callback_depth; }
+      ~Depth() { --callback_depth; }
+    } depth;
     return c_.callback(c_.user_data, std::forward<A>(args)...);
   }
 
