@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "handle/closure.h"
+
 namespace duplexnbd {
 
 CommandTable::~CommandTable() {
@@ -34,19 +36,37 @@ bool CommandTable::abandon(Command *c) {
   std::lock_guard lock(mutex_);
   if (c->claimed) return false;
   in_flight_.erase(c->cookie);
+  completing_.push_back(c->cookie);
   return true;
 }
 
 void CommandTable::remove_in_flight(Command *c) {
   std::lock_guard lock(mutex_);
   in_flight_.erase(c->cookie);
+  completing_.push_back(c->cookie);
+}
+
+void CommandTable::forget(Command *c) {
+  std::lock_guard lock(mutex_);
+  in_flight_.erase(c->cookie);
+}
+
+void CommandTable::end_completing(uint64_t cookie) {
+  auto it = std::find(completing_.begin(), completing_.end(), cookie);
+  if (it != completing_.end()) {
+    *it = completing_.back();
+    completing_.pop_back();
+  }
 }
 
 std::vector<Command *> CommandTable::take_all_in_flight() {
   std::lock_guard lock(mutex_);
   std::vector<Command *> out;
   out.reserve(in_flight_.size());
-  for (auto &[cookie, c] : in_flight_) out.push_back(c);
+  for (auto &[cookie, c] : in_flight_) {
+    out.push_back(c);
+    completing_.push_back(cookie);
+  }
   in_flight_.clear();
   // Oldest first, so callbacks run in issue order.
   std::sort(out.begin(), out.end(), [](Command *a, Command *b) { return a->cookie < b->cookie; });
@@ -54,31 +74,51 @@ std::vector<Command *> CommandTable::take_all_in_flight() {
 }
 
 void CommandTable::push_done(Command *c) {
-  std::lock_guard lock(mutex_);
-  c->next = nullptr;
-  if (done_tail_)
-    done_tail_->next = c;
-  else
-    done_head_ = c;
-  done_tail_ = c;
+  {
+    std::lock_guard lock(mutex_);
+    c->next = nullptr;
+    if (done_tail_)
+      done_tail_->next = c;
+    else
+      done_head_ = c;
+    done_tail_ = c;
+    end_completing(c->cookie);
+  }
+  completed_cv_.notify_all();
+}
+
+void CommandTable::retired(Command *c) {
+  {
+    std::lock_guard lock(mutex_);
+    end_completing(c->cookie);
+  }
+  completed_cv_.notify_all();
 }
 
 Command *CommandTable::take_done(uint64_t cookie, bool *in_flight) {
-  std::lock_guard lock(mutex_);
-  Command *prev = nullptr;
-  for (Command *c = done_head_; c; prev = c, c = c->next) {
-    if (c->cookie != cookie) continue;
-    if (prev)
-      prev->next = c->next;
-    else
-      done_head_ = c->next;
-    if (done_tail_ == c) done_tail_ = prev;
-    c->next = nullptr;
-    *in_flight = false;
-    return c;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    Command *prev = nullptr;
+    for (Command *c = done_head_; c; prev = c, c = c->next) {
+      if (c->cookie != cookie) continue;
+      if (prev)
+        prev->next = c->next;
+      else
+        done_head_ = c->next;
+      if (done_tail_ == c) done_tail_ = prev;
+      c->next = nullptr;
+      *in_flight = false;
+      return c;
+    }
+    const bool completing =
+        std::find(completing_.begin(), completing_.end(), cookie) != completing_.end();
+    // From inside a callback the completion may be this thread's own job: answer "not yet".
+    if (!completing || in_callback()) {
+      *in_flight = completing || in_flight_.count(cookie) != 0;
+      return nullptr;
+    }
+    completed_cv_.wait(lock);
   }
-  *in_flight = in_flight_.count(cookie) != 0;
-  return nullptr;
 }
 
 bool CommandTable::is_done(uint64_t cookie) {
@@ -95,7 +135,7 @@ uint64_t CommandTable::first_done() {
 
 int CommandTable::in_flight() const {
   std::lock_guard lock(mutex_);
-  return int(in_flight_.size());
+  return int(in_flight_.size() + completing_.size());
 }
 
 }  // namespace duplexnbd

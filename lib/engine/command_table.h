@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// Commands between issue and retirement: in flight (awaiting a reply) or done (awaiting
-// nbd_aio_command_completed). Shared by both machines under one small lock.
+// Commands between issue and retirement: in flight (awaiting a reply), completing (callbacks
+// running) or done (awaiting nbd_aio_command_completed). Shared by both machines, one small lock.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -23,28 +24,39 @@ public:
   // Takes a command that was never sent out of flight (nbd_shutdown's ABANDON_PENDING),
   // unless the reader already holds it (a reply for an unsent cookie). False if held.
   bool abandon(Command *c);
-  // Removes a command from in flight (its reply is complete, or the connection died).
+  // Moves a command from in flight to completing (its reply is complete).
   void remove_in_flight(Command *c);
-  // Takes every in-flight command (connection death).
+  // Forgets a command that failed before it could be queued; it never completes.
+  void forget(Command *c);
+  // Moves every in-flight command to completing (connection death).
   std::vector<Command *> take_all_in_flight();
 
-  // Done queue, in completion order.
+  // Ends completing: into the done queue (in completion order), or retired by its
+  // completion callback (the caller deletes it).
   void push_done(Command *c);
+  void retired(Command *c);
   // For nbd_aio_command_completed: the command if done (removed), else nullptr and
-  // *in_flight tells whether the cookie is still in flight.
+  // *in_flight tells whether the cookie is still in flight.  A command whose callbacks
+  // are running in another thread is waited for: once the completion callback has
+  // returned, the caller must see the command completed (nbdfuse relies on it).
   Command *take_done(uint64_t cookie, bool *in_flight);
   bool is_done(uint64_t cookie);
   // First done cookie, 0 if none.
   uint64_t first_done();
 
+  // In flight or completing, as libnbd counts a command until its callback has returned.
   int in_flight() const;
 
   std::mutex &mutex() { return mutex_; }
 
 private:
+  void end_completing(uint64_t cookie);  // with mutex_ held
+
   mutable std::mutex mutex_;
   uint64_t next_cookie_ = 1;
   std::unordered_map<uint64_t, Command *> in_flight_;
+  std::vector<uint64_t> completing_;       // few at a time: a vector beats a set
+  std::condition_variable completed_cv_;   // a completing command left completing_
   Command *done_head_ = nullptr;
   Command *done_tail_ = nullptr;
 };

@@ -172,6 +172,13 @@ Status Connection::notify_read() {
   chunks_received.fetch_add(chunks, std::memory_order_relaxed);
   finish_completed(finished);
   if (!r) {
+    // After NBD_CMD_DISC with nothing left to answer, the server may end the session any
+    // way it likes (a TLS server often without close_notify, or with a reset): that is
+    // the close we asked for, not a failure.
+    if (disconnect_requested() && table_.in_flight() == 0 && !writer_.pending()) {
+      debug(h_, "server ended the session after disconnect: %s", r.error().message.c_str());
+      return on_end_of_stream();
+    }
     Error e = r.take_error();
     fail(e);
     return e;
@@ -295,6 +302,15 @@ void Connection::after_handshake_step() {
       h_.set_state(State::Closed);
       notify_waiters();
       break;
+    case handshake::Phase::Dropped:
+      if (transport_) transport_->shutdown_write();
+      {
+        std::lock_guard lock(fatal_mutex_);
+        fatal_ = make_error(ENOTCONN, "connection dropped: the server is not fixed newstyle");
+        h_.set_state(State::Dead);
+      }
+      notify_waiters();
+      break;
   }
 }
 
@@ -335,7 +351,7 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   e.cmd = c;
   if (e.header_len == 0) {
     // Cannot happen after the entry point's checks; fail the command, not the handle.
-    table_.remove_in_flight(c);
+    table_.forget(c);
     delete c;
     return make_error(EINVAL, "request cannot be encoded");
   }
@@ -397,7 +413,9 @@ void Connection::finish_completed(CompletionList &list) {
     if (c->completion) {
       int err = c->error;
       int r = c->completion(&err);
-      c->error = err;
+      // As for every callback with an error parameter, only a failing callback (-1) may
+      // change the command's error, and never to 0.
+      if (r == -1 && err != 0) c->error = err;
       retire = (r == 1);
     }
     // Mid-command callbacks, then completion, then the frees, as libnbd orders them.
@@ -405,9 +423,10 @@ void Connection::finish_completed(CompletionList &list) {
     c->extent.reset();
     c->extent64.reset();
     c->completion.reset();
-    if (retire)
+    if (retire) {
+      table_.retired(c);
       delete c;
-    else
+    } else
       table_.push_done(c);
   }
   notify_waiters();

@@ -147,6 +147,11 @@ Task<Status> Handshake::option_loop() {
     Result<uint32_t> rt = uint32_t(wire::kRepAck);
     switch (current_.kind) {
       case Kind::Abort: {
+        if (!fixed_) {
+          finish_option(0, Error{}, false);
+          outcome_ = Phase::Dropped;
+          co_return Status{};
+        }
         Task<Status> a = abort();
         Status s = co_await a;
         if (!s) co_return s;
@@ -228,7 +233,12 @@ Task<Status> Handshake::option_loop() {
       }
       continue;
     }
-    // Refused: the handle stays negotiating, so another attempt can follow.
+    // Refused: the handle stays negotiating, so another attempt can follow.  Contexts
+    // were agreed for the export that was refused, so they no longer mean anything.
+    if (current_.kind == Kind::Info || current_.kind == Kind::Go) {
+      out_.meta_valid = false;
+      out_.meta_contexts.clear();
+    }
     const int err = errno_from_reply ? option_errno(*rt) : ENOTSUP;
     finish_option(err, Error{err, std::string("server replied with error to ") + what + " request"},
                   true);

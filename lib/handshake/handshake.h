@@ -27,7 +27,9 @@ namespace duplexnbd::handshake {
 // Done: the export is open (OPT_GO, EXPORT_NAME or oldstyle): transmission starts.
 // Closed: opt_abort was sent: the connection is over.
 // After an Error was returned the handshake is dead: phase() stays Running, wants() None.
-enum class Phase : uint8_t { Running, Negotiating, Done, Closed };
+// Dropped: the client hung up without a clean close (opt_abort to a server that is not
+// fixed newstyle, which might not understand NBD_OPT_ABORT); the handle becomes DEAD.
+enum class Phase : uint8_t { Running, Negotiating, Done, Closed, Dropped };
 
 // The outcome of the most recent option started in opt mode.
 struct OptionResult {

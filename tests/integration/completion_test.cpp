@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// When a command counts as completed, and which error a callback may impose on it.
+#include <libnbd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "support/nbd_helpers.h"
+#include "support/servers.h"
+
+namespace dnbd_test {
+namespace {
+
+class CompletionTest : public IntegrationTest {
+protected:
+  void SetUp() override {
+    START_OR_SKIP(srv_.start({"memory", "16M"}));
+    h_ = make_handle();
+    ASSERT_TRUE(h_);
+    NBD_ASSERT_OK(nbd_connect_unix(h_.get(), srv_.socket_path().c_str()));
+  }
+
+  NbdkitServer srv_;
+  Handle h_;
+};
+
+// nbdfuse's pattern: one thread drives the handle, another waits for the completion
+// callback to say "done" and then asks nbd_aio_command_completed, which must not answer
+// "still in flight" even if the driving thread has not yet got back from the callback.
+struct Signal {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+int signal_and_linger(void *user_data, int *error) {
+  (void)error;
+  auto *s = static_cast<Signal *>(user_data);
+  {
+    std::lock_guard lock(s->m);
+    s->done = true;
+  }
+  s->cv.notify_all();
+  // Widen the window in which the command is neither in flight nor done.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  return 0;
+}
+
+TEST_F(CompletionTest, CompletedAsSoonAsTheCallbackHasSignalled) {
+  nbd_handle *h = h_.get();
+  std::atomic<bool> stop{false};
+  std::thread driver([&] {
+    while (!stop.load()) {
+      if (nbd_aio_in_flight(h) > 0)
+        nbd_poll(h, 10);
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  std::vector<uint8_t> buf(4096);
+  for (int i = 0; i < 20; i++) {
+    Signal s;
+    int64_t cookie = nbd_aio_pread(h, buf.data(), buf.size(), uint64_t(i) * 4096,
+                                   nbd_completion_callback{signal_and_linger, &s, nullptr}, 0);
+    ASSERT_GT(cookie, 0) << last_error();
+    {
+      std::unique_lock lock(s.m);
+      ASSERT_TRUE(s.cv.wait_for(lock, std::chrono::seconds(10), [&] { return s.done; }));
+    }
+    EXPECT_EQ(nbd_aio_command_completed(h, cookie), 1) << "iteration " << i;
+  }
+  stop = true;
+  driver.join();
+}
+
+struct Verdict {
+  int ret;          // what the completion callback returns
+  int set_error;    // what it stores into *error
+  int seen = -1;    // the *error it was given
+};
+
+int judge(void *user_data, int *error) {
+  auto *v = static_cast<Verdict *>(user_data);
+  v->seen = *error;
+  *error = v->set_error;
+  return v->ret;
+}
+
+int fail_chunk(void *user_data, const void *, size_t, uint64_t, unsigned, int *error) {
+  *error = *static_cast<int *>(user_data);
+  return -1;
+}
+
+int ignored_chunk(void *, const void *, size_t, uint64_t, unsigned, int *error) {
+  *error = EPROTO;  // ignored: the callback succeeds
+  return 0;
+}
+
+// libnbd(3), "Callbacks with int *error parameter": an assignment into *error counts only
+// when the callback returns -1, and assigning 0 never clears an error.
+TEST_F(CompletionTest, OnlyAFailingCallbackChangesTheError) {
+  nbd_handle *h = h_.get();
+  std::vector<uint8_t> buf(512);
+
+  // Chunk callback sets *error but succeeds; completion sets *error but succeeds: success.
+  Verdict ok{0, ENOMEM};
+  int64_t cookie = nbd_aio_pread_structured(h, buf.data(), buf.size(), 0,
+                                            nbd_chunk_callback{ignored_chunk, nullptr, nullptr},
+                                            nbd_completion_callback{judge, &ok, nullptr}, 0);
+  ASSERT_GT(cookie, 0);
+  int r;
+  while ((r = nbd_aio_command_completed(h, cookie)) == 0) ASSERT_NE(nbd_poll(h, -1), -1);
+  EXPECT_EQ(r, 1) << last_error();
+  EXPECT_EQ(ok.seen, 0);
+
+  // A failing chunk callback's error reaches the completion callback and the caller.
+  int eproto = EPROTO;
+  Verdict keep{0, ENOMEM};
+  cookie = nbd_aio_pread_structured(h, buf.data(), buf.size(), 0,
+                                    nbd_chunk_callback{fail_chunk, &eproto, nullptr},
+                                    nbd_completion_callback{judge, &keep, nullptr}, 0);
+  ASSERT_GT(cookie, 0);
+  while ((r = nbd_aio_command_completed(h, cookie)) == 0) ASSERT_NE(nbd_poll(h, -1), -1);
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(nbd_get_errno(), EPROTO);
+  EXPECT_EQ(keep.seen, EPROTO);
+
+  // A failing completion callback replaces the error.
+  Verdict replace{-1, ENOMEM};
+  cookie = nbd_aio_pread_structured(h, buf.data(), buf.size(), 0,
+                                    nbd_chunk_callback{fail_chunk, &eproto, nullptr},
+                                    nbd_completion_callback{judge, &replace, nullptr}, 0);
+  ASSERT_GT(cookie, 0);
+  while ((r = nbd_aio_command_completed(h, cookie)) == 0) ASSERT_NE(nbd_poll(h, -1), -1);
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(nbd_get_errno(), ENOMEM);
+
+  // ... but storing 0 does not turn a failure into success.
+  Verdict clear{-1, 0};
+  cookie = nbd_aio_pread_structured(h, buf.data(), buf.size(), 0,
+                                    nbd_chunk_callback{fail_chunk, &eproto, nullptr},
+                                    nbd_completion_callback{judge, &clear, nullptr}, 0);
+  ASSERT_GT(cookie, 0);
+  while ((r = nbd_aio_command_completed(h, cookie)) == 0) ASSERT_NE(nbd_poll(h, -1), -1);
+  EXPECT_EQ(r, -1);
+  EXPECT_EQ(nbd_get_errno(), EPROTO);
+}
+
+// A closure may come with no function at all (libnbd's own tests pass one holding only
+// .free): it is never called, the command works, and .free runs once.
+TEST_F(CompletionTest, ClosureWithoutFunctionIsFreedOnce) {
+  static int frees;
+  frees = 0;
+  auto count_free = [](void *) { frees++; };
+  std::vector<uint8_t> buf(512);
+  int64_t cookie = nbd_aio_pread_structured(h_.get(), buf.data(), buf.size(), 0,
+                                            nbd_chunk_callback{nullptr, nullptr, count_free},
+                                            nbd_completion_callback{nullptr, nullptr, count_free}, 0);
+  ASSERT_GT(cookie, 0) << last_error();
+  int r;
+  while ((r = nbd_aio_command_completed(h_.get(), cookie)) == 0) ASSERT_NE(nbd_poll(h_.get(), -1), -1);
+  EXPECT_EQ(r, 1);
+  EXPECT_EQ(frees, 2);
+  // A request that fails its checks still frees both.
+  frees = 0;
+  EXPECT_EQ(nbd_aio_pread_structured(h_.get(), buf.data(), buf.size(), UINT64_MAX,
+                                     nbd_chunk_callback{nullptr, nullptr, count_free},
+                                     nbd_completion_callback{nullptr, nullptr, count_free}, 0),
+            -1);
+  EXPECT_EQ(nbd_get_errno(), EINVAL);
+  EXPECT_EQ(frees, 2);
+}
+
+}  // namespace
+}  // namespace dnbd_test
