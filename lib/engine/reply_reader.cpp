@@ -35,6 +35,7 @@ void ReplyReader::configure(const Negotiated &n) {
   structured_ = n.structured_replies;
   extended_ = n.extended_headers;
   contexts_ = n.meta_contexts;
+  export_size_ = n.info.valid ? n.info.size : 0;
 }
 
 void ReplyReader::reset() {
@@ -352,6 +353,18 @@ void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs) {
     return;
   }
   size_t n = bs.count();
+  // Every extent must describe at least one byte, and together they must stay inside
+  // the export (and inside 64 bits): a server that says otherwise is not believed, and
+  // the caller's callback never sees its extents.
+  uint64_t end = c->offset;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t len = bs.extent(i).length;
+    if (len == 0 || len > UINT64_MAX - end || (export_size_ && end + len > export_size_)) {
+      set_cmd_error(c, EPROTO);
+      return;
+    }
+    end += len;
+  }
   if (c->extent64) {
     std::vector<nbd_extent> entries(n);
     for (size_t i = 0; i < n; i++) {

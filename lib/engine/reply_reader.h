@@ -59,6 +59,7 @@ private:
   bool structured_ = false;
   bool extended_ = false;
   std::vector<MetaContext> contexts_;
+  uint64_t export_size_ = 0;     // 0: unknown (no bound on extents)
 
   std::unique_ptr<uint8_t[]> buf_;
   size_t head_ = 0, tail_ = 0;
