@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// Hostile servers in transmission: bad magic, wrong cookies, bad chunks, extents and lengths.
+#include "hostile_support.h"
+
+#include <vector>
+
+namespace hostile {
+namespace {
+
+class ReplyHostile : public HostileTest {
+protected:
+  // Reads the next request and answers it correctly (for "the handle is still usable").
+  static void answer_next(FakeServer &s) {
+    Request r;
+    if (s.read_request(r)) s.ok_reply(r);
+  }
+
+  // Closes the handle now and checks every closure was freed exactly once.
+  void close_and_check_frees(std::initializer_list<Counted *> closures) {
+    nbd_close(h_);
+    h_ = nullptr;
+    for (Counted *c : closures) EXPECT_EQ(c->frees.load(), 1) << "a closure was not freed exactly once";
+  }
+
+  // A structured read of [offset, offset+count) whose one chunk is built by `bad`,
+  // which must fail the command but leave the connection usable.
+  void expect_bad_read_chunk(uint64_t offset, uint32_t count,
+                             std::function<void(FakeServer &, const Request &)> bad) {
+    make();
+    connect_ok([bad](FakeServer &s) {
+      if (!s.handshake()) return;
+      Request r;
+      if (!s.read_request(r)) return;
+      bad(s, r);
+      answer_next(s);
+      s.drain();
+    });
+    // Not zeroed first (nbd_set_pread_initialize), so any write by the library shows.
+    ASSERT_NE(nbd_set_pread_initialize(h_, false), -1) << last_error();
+    std::vector<uint8_t> buf(count, 0xa5);
+    Counted chunk, done;
+    int64_t c = nbd_aio_pread_structured(h_, buf.data(), count, offset, chunk_of(chunk),
+                                         completion_of(done), 0);
+    ASSERT_NE(c, -1) << last_error();
+    EXPECT_EQ(wait_for(c), -1);
+    EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+    EXPECT_EQ(chunk.calls.load(), 0) << "the chunk callback saw a chunk that broke the rules";
+    EXPECT_EQ(done.calls.load(), 1);
+    EXPECT_EQ(done.error.load(), EPROTO);
+    for (uint8_t b : buf) {
+      if (b != 0xa5) {
+        ADD_FAILURE() << "a rejected chunk wrote into the caller's buffer";
+        break;
+      }
+    }
+    expect_handle_usable();
+    close_and_check_frees({&chunk, &done});
+  }
+
+  // A block status request whose reply is built by `bad`; the command fails with EPROTO,
+  // the extent callback never sees the bad extents, the connection stays usable.
+  void expect_bad_block_status(ServerConfig cfg,
+                               std::function<void(FakeServer &, const Request &)> bad) {
+    make(cfg);
+    connect_ok([bad](FakeServer &s) {
+      if (!s.handshake()) return;
+      Request r;
+      if (!s.read_request(r)) return;
+      bad(s, r);
+      answer_next(s);
+      s.drain();
+    });
+    ASSERT_EQ(nbd_can_meta_context(h_, "base:allocation"), 1) << last_error();
+    Counted extents, done;
+    int64_t c = nbd_aio_block_status(h_, 4096, 0, extent_of(extents), completion_of(done), 0);
+    ASSERT_NE(c, -1) << last_error();
+    EXPECT_EQ(wait_for(c), -1);
+    EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+    EXPECT_EQ(extents.calls.load(), 0) << "the extent callback saw invalid extents";
+    EXPECT_EQ(done.calls.load(), 1);
+    expect_handle_usable();
+    close_and_check_frees({&extents, &done});
+  }
+
+  // The connection must die: `n` aio reads all complete with an error, each closure
+  // called once and freed once, the handle ends dead or closed.
+  void expect_fatal_for_reads(int n, uint32_t count, const std::set<int> &errnos) {
+    std::vector<std::vector<uint8_t>> bufs(static_cast<size_t>(n), std::vector<uint8_t>(count));
+    std::vector<Counted> chunk(static_cast<size_t>(n)), done(static_cast<size_t>(n));
+    std::vector<int64_t> cookies;
+    for (int i = 0; i < n; i++) {
+      int64_t c = nbd_aio_pread_structured(h_, bufs[size_t(i)].data(), count, uint64_t(i) * count,
+                                           chunk_of(chunk[size_t(i)]),
+                                           completion_of(done[size_t(i)]), 0);
+      ASSERT_NE(c, -1) << last_error();
+      cookies.push_back(c);
+    }
+    for (int64_t c : cookies) {
+      EXPECT_EQ(wait_for(c), -1);
+      EXPECT_ERRNO_IN(errnos, nbd_get_errno());
+    }
+    for (auto &d : done) {
+      EXPECT_EQ(d.calls.load(), 1);
+      EXPECT_NE(d.error.load(), 0);
+    }
+    expect_handle_finished();
+    nbd_close(h_);
+    h_ = nullptr;
+    for (auto &k : chunk) EXPECT_EQ(k.frees.load(), 1);
+    for (auto &k : done) EXPECT_EQ(k.frees.load(), 1);
+  }
+};
+
+// ---- Wrong magic -----------------------------------------------------------------------
+
+TEST_F(ReplyHostile, SimpleReplyWrongMagic) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes b;
+    put32(b, 0x67446699);  // one bit off
+    put32(b, 0);
+    put64(b, r.cookie);
+    s.send(b);
+    s.drain();
+  });
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+  expect_handle_finished();
+}
+
+TEST_F(ReplyHostile, StructuredReplyWrongMagic) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    for (int i = 0; i < 4; i++)
+      if (!s.read_request(r)) return;
+    Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0);
+    b[0] ^= 0x80;
+    s.send(b);
+    s.drain();
+  });
+  expect_fatal_for_reads(4, 512, {ENOTCONN, EPROTO});
+}
+
+// A 64-bit (extended) reply header when extended headers were not negotiated.
+TEST_F(ReplyHostile, ExtendedHeaderNotNegotiated) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    s.send(s.extended_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0, 0));
+    s.drain();
+  });
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+}
+
+// A structured reply when structured replies were not negotiated.
+TEST_F(ReplyHostile, StructuredReplyNotNegotiated) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    s.send(s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0));
+    s.drain();
+  });
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+  expect_handle_finished();
+}
+
+// ---- Cookies -------------------------------------------------------------------------
+
+TEST_F(ReplyHostile, ReplyForUnknownCookie) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    s.chunk(r.cookie + 1000, nbd::kReplyFlagDone, nbd::kReplyNone, {});
+    s.drain();
+  });
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+}
+
+// A reply arrives while the client has sent nothing at all.
+TEST_F(ReplyHostile, ReplyForCommandNeverSent) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    s.simple_reply(42, 0);
+    s.drain();
+  });
+  // The client notices on its next poll.
+  int r = 0;
+  for (int i = 0; i < 50 && r != -1; i++) r = nbd_poll(h_, 100);
+  EXPECT_EQ(r, -1) << "the unsolicited reply was not noticed";
+  EXPECT_NE(nbd_get_error(), nullptr);
+  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+  expect_handle_finished();
+}
+
+// The same reply twice: the command completes once (successfully), then the second copy,
+// which is for a command no longer in flight, kills the connection.
+TEST_F(ReplyHostile, DuplicateReply) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    s.simple_reply(r.cookie, 0);
+    s.simple_reply(r.cookie, 0);
+    s.drain();
+  });
+  char buf[512] = {};
+  Counted done;
+  int64_t c = nbd_aio_pwrite(h_, buf, sizeof buf, 0, completion_of(done), 0);
+  ASSERT_NE(c, -1) << last_error();
+  EXPECT_EQ(wait_for(c), 1) << last_error();
+  EXPECT_EQ(done.calls.load(), 1);
+  EXPECT_EQ(done.error.load(), 0);
+  int r = 0;
+  for (int i = 0; i < 50 && r != -1 && !nbd_aio_is_dead(h_); i++) r = nbd_poll(h_, 100);
+  EXPECT_TRUE(nbd_aio_is_dead(h_));
+  expect_handle_finished();
+  close_and_check_frees({&done});
+}
+
+// A data chunk for a read that already had its final (DONE) chunk.
+TEST_F(ReplyHostile, DataChunkAfterDone) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes p;
+    put64(p, r.offset);
+    put_bytes(p, Bytes(size_t(r.length), 7).data(), size_t(r.length));
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+    s.chunk(r.cookie, 0, nbd::kReplyOffsetData, p);
+    s.drain();
+  });
+  std::vector<uint8_t> buf(512);
+  Counted chunk, done;
+  int64_t c = nbd_aio_pread_structured(h_, buf.data(), buf.size(), 0, chunk_of(chunk),
+                                       completion_of(done), 0);
+  ASSERT_NE(c, -1) << last_error();
+  EXPECT_EQ(wait_for(c), 1) << last_error();
+  EXPECT_EQ(chunk.calls.load(), 1);
+  EXPECT_EQ(buf[0], 7);
+  int r = 0;
+  for (int i = 0; i < 50 && r != -1 && !nbd_aio_is_dead(h_); i++) r = nbd_poll(h_, 100);
+  EXPECT_TRUE(nbd_aio_is_dead(h_));
+  expect_handle_finished();
+  close_and_check_frees({&chunk, &done});
+}
+
+// ---- Chunk lengths and offsets -----------------------------------------------------------
+
+// 1024 bytes of data for a 512-byte read: the command fails, the stream goes on.
+TEST_F(ReplyHostile, ChunkLongerThanRequest) {
+  expect_bad_read_chunk(0, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, r.offset);
+    put_bytes(p, Bytes(1024, 1).data(), 1024);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+  });
+}
+
+// A data chunk claiming almost 4 GiB for a 512-byte read: the connection is dropped
+// instead of waiting for (or allocating) that much.
+TEST_F(ReplyHostile, ChunkLongerThanMaximum) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, 0xfffffff0u);
+    put64(b, r.offset);
+    s.send(b);
+    s.drain();
+  });
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+}
+
+// A non-data chunk (error) claiming a 1 GiB payload.
+TEST_F(ReplyHostile, ErrorChunkHugeLength) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, 1u << 30);
+    put32(b, nbd::kEio);
+    put16(b, 0);
+    s.send(b);
+    s.drain();
+  });
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+}
+
+// With extended headers: a chunk claiming 2^40 bytes.
+TEST_F(ReplyHostile, ExtendedChunk64BitLength) {
+  make(ServerConfig{.extended = true});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes b = s.extended_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, r.offset,
+                                1ull << 40);
+    put64(b, r.offset);
+    s.send(b);
+    s.drain();
+  });
+  using GetExt = int (*)(nbd_handle *);
+  auto negotiated = optional_call<GetExt>("nbd_get_extended_headers_negotiated");
+  if (!negotiated || negotiated(h_) != 1) GTEST_SKIP() << "library does not speak extended headers";
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+}
+
+TEST_F(ReplyHostile, DataOffsetBeforeRequest) {
+  expect_bad_read_chunk(4096, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, r.offset - 256);
+    put_bytes(p, Bytes(512, 1).data(), 512);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+  });
+}
+
+TEST_F(ReplyHostile, DataOffsetPastRequest) {
+  expect_bad_read_chunk(4096, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, r.offset + 256);
+    put_bytes(p, Bytes(512, 1).data(), 512);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+  });
+}
+
+// An offset so large that offset + length wraps around 2^64.
+TEST_F(ReplyHostile, DataOffsetWraps) {
+  expect_bad_read_chunk(4096, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, ~0ull - 100);
+    put_bytes(p, Bytes(256, 1).data(), 256);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+  });
+}
+
+TEST_F(ReplyHostile, HoleOutsideRequest) {
+  expect_bad_read_chunk(4096, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, r.offset + 256);
+    put32(p, 512);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetHole, p);
+  });
+}
+
+TEST_F(ReplyHostile, ZeroLengthHole) {
+  expect_bad_read_chunk(4096, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put64(p, r.offset);
+    put32(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetHole, p);
+  });
+}
+
+// A data chunk for a write.
+TEST_F(ReplyHostile, DataChunkForWrite) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes p;
+    put64(p, r.offset);
+    put_bytes(p, Bytes(16, 1).data(), 16);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+    answer_next(s);
+    s.drain();
+  });
+  char buf[512] = {};
+  EXPECT_EQ(nbd_pwrite(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+  expect_handle_usable();
+}
+
+// An error chunk whose message length runs past the chunk.
+TEST_F(ReplyHostile, ErrorChunkImpossibleMessageLength) {
+  expect_bad_read_chunk(0, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, nbd::kEio);
+    put16(p, 1000);  // but only 10 bytes follow
+    put_string(p, "0123456789");
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, p);
+  });
+}
+
+// An error chunk with error 0 (the spec: MUST be nonzero).
+TEST_F(ReplyHostile, ErrorChunkWithoutError) {
+  expect_bad_read_chunk(0, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, 0);
+    put16(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, p);
+  });
+}
+
+// ---- Block status ---------------------------------------------------------------------
+
+TEST_F(ReplyHostile, BlockStatusUnrequestedContext) {
+  expect_bad_block_status({}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, 99);  // never agreed
+    put32(p, 4096);
+    put32(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, p);
+  });
+}
+
+TEST_F(ReplyHostile, BlockStatusZeroLengthExtent) {
+  expect_bad_block_status({}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 2048);
+    put32(p, 0);
+    put32(p, 0);  // zero length: the spec says MUST NOT
+    put32(p, 3);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, p);
+  });
+}
+
+// Extents that run far past the end of the 64 MiB export.
+TEST_F(ReplyHostile, BlockStatusExtentsPastEndOfExport) {
+  expect_bad_block_status({}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 0xfffff000u);
+    put32(p, 0);
+    put32(p, 0xfffff000u);
+    put32(p, 3);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, p);
+  });
+}
+
+// With extended headers: 64-bit extents whose sum wraps around 2^64.
+TEST_F(ReplyHostile, BlockStatusExtentsOverflow64) {
+  expect_bad_block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 2);
+    put64(p, 1ull << 63);
+    put64(p, 0);
+    put64(p, 1ull << 63);
+    put64(p, 3);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+  });
+}
+
+// A block status chunk in answer to a read.
+TEST_F(ReplyHostile, BlockStatusForRead) {
+  expect_bad_read_chunk(0, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 512);
+    put32(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, p);
+  });
+}
+
+// A block status payload that is not 4 + a multiple of 8 bytes.
+TEST_F(ReplyHostile, BlockStatusRaggedPayload) {
+  expect_bad_block_status({}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 4096);
+    put32(p, 0);
+    put16(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, p);
+  });
+}
+
+// ---- Truncated streams -------------------------------------------------------------------
+
+TEST_F(ReplyHostile, TruncatedMidHeader) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    Bytes b;
+    put32(b, nbd::kSimpleReplyMagic);
+    put32(b, 0);
+    put16(b, 0);  // 10 of 16 bytes
+    s.send(b);
+    s.close();
+  });
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_ERRNO_IN(kGoneErrnos, nbd_get_errno());
+  expect_handle_finished();
+}
+
+TEST_F(ReplyHostile, TruncatedMidPayload) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    if (!s.read_request(r)) return;
+    s.simple_reply(r.cookie, 0, Bytes(size_t(r.length) / 2, 9));
+    s.close();
+  });
+  std::vector<uint8_t> buf(4096);
+  EXPECT_EQ(nbd_pread(h_, buf.data(), buf.size(), 0, 0), -1);
+  EXPECT_ERRNO_IN(kGoneErrnos, nbd_get_errno());
+  expect_handle_finished();
+}
+
+TEST_F(ReplyHostile, TruncatedMidChunkHeader) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    for (int i = 0; i < 3; i++)
+      if (!s.read_request(r)) return;
+    Bytes b = s.structured_header(r.cookie, 0, nbd::kReplyOffsetData, 8 + 512);
+    b.resize(13);
+    s.send(b);
+    s.close();
+  });
+  expect_fatal_for_reads(3, 512, kGoneErrnos);
+}
+
+}  // namespace
+}  // namespace hostile
