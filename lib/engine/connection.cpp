@@ -34,6 +34,12 @@ Connection::~Connection() {
     std::lock_guard lock(writer_.mutex);
     writer_.clear(dropped);
   }
+  // The table deletes what it still holds; these it no longer does.
+  while (Command *c = dropped.pop()) delete c;
+  {
+    std::lock_guard lock(handoff_mutex_);
+    while (Command *c = handoff_.pop()) delete c;
+  }
   if (transport_) transport_->close();
   handshake_.reset();
 }
@@ -133,7 +139,7 @@ unsigned Connection::direction() const {
       }
     case State::Ready: {
       // Always READ in transmission, to notice replies and the server hanging up.
-      if (writer_.pending()) {
+      if (writer_.pending() || handoff_pending_.load(std::memory_order_acquire)) {
         write_observed_.store(true, std::memory_order_relaxed);
         return LIBNBD_AIO_DIRECTION_BOTH;
       }
@@ -222,6 +228,10 @@ Status Connection::notify_write() {
       break;
     default:
       return {};
+  }
+  if (handoff_pending_.load(std::memory_order_acquire)) {
+    finish_handed_off();
+    if (!writer_.pending()) return {};
   }
   if (!writer_.pending()) {
     // Nothing queued. That is a caller's mistake only if nothing could have been queued
@@ -369,13 +379,42 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   chunks_sent.fetch_add(1, std::memory_order_relaxed);
-  finish_completed(finished);
+  // The writer drops its reference after the send; if another thread has meanwhile
+  // read the whole reply, the command would complete here, its callback running before
+  // the aio call has even returned its cookie.  libnbd never does that and programs rely
+  // on it (nbdfuse counts a command in flight only after the aio call returns), so such
+  // completions are handed to the next thread that drives the handle.
+  hand_off(finished);
   if (!s) {
     fail(s.error());
     return cookie;
   }
   if (left_pending) wake_pollers();
   return cookie;
+}
+
+void Connection::hand_off(CompletionList &list) {
+  if (list.empty()) return;
+  {
+    std::lock_guard lock(handoff_mutex_);
+    while (Command *c = list.pop()) handoff_.push(c);
+    handoff_pending_.store(true, std::memory_order_release);
+  }
+  // Direction now includes WRITE, so a POLLOUT poll (nbd_poll, a blocking call's
+  // leader, a classic loop) comes back to notify_write at once and finishes them.
+  wake_pollers();
+  notify_waiters();
+}
+
+void Connection::finish_handed_off() {
+  if (!handoff_pending_.load(std::memory_order_acquire)) return;
+  CompletionList list;
+  {
+    std::lock_guard lock(handoff_mutex_);
+    while (Command *c = handoff_.pop()) list.push(c);
+    handoff_pending_.store(false, std::memory_order_release);
+  }
+  finish_completed(list);
 }
 
 Status Connection::disconnect(bool abandon_pending) {
@@ -447,6 +486,9 @@ const char *failed_command_name(uint16_t type) {
 }
 
 int Connection::command_completed(uint64_t cookie) {
+  // A handed-off command would otherwise wait for a thread that drives the handle, and
+  // this may be the only one.
+  if (!in_callback()) finish_handed_off();
   bool in_flight = false;
   Command *c = table_.take_done(cookie, &in_flight);
   // As in libnbd, a cookie that is not (or no longer) known is simply "not completed".
@@ -462,6 +504,7 @@ int Connection::command_completed(uint64_t cookie) {
 }
 
 int64_t Connection::peek_completed() {
+  if (!in_callback()) finish_handed_off();
   uint64_t cookie = table_.first_done();
   if (cookie) return int64_t(cookie);
   if (table_.in_flight() > 0) return 0;
@@ -511,6 +554,8 @@ void Connection::reap_dead() {
   std::unique_lock rlock(reader_.mutex, std::try_to_lock);
   if (!rlock) return;
   reader_.reset();
+  // Nobody drives a dead handle: what was handed off completes now.
+  finish_handed_off();
   CompletionList finished;
   {
     std::lock_guard wlock(writer_.mutex);

@@ -124,6 +124,9 @@ private:
   void enter_transmission();
   // Completes commands collected by the reader/writer, outside their locks.
   void finish_completed(CompletionList &list);
+  // Commands that the issuing call would have completed: see issue().
+  void hand_off(CompletionList &list);
+  void finish_handed_off();
   void notify_waiters();
 
   Handle &h_;
@@ -143,6 +146,9 @@ private:
   ReplyReader reader_;
   std::optional<transport::Wakeup> wakeup_;
   mutable std::atomic<bool> write_observed_{false};
+  std::mutex handoff_mutex_;
+  CompletionList handoff_;                     // guarded by handoff_mutex_
+  std::atomic<bool> handoff_pending_{false};
   mutable std::mutex fatal_mutex_;
   Error fatal_;
 

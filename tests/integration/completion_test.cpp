@@ -79,6 +79,50 @@ TEST_F(CompletionTest, CompletedAsSoonAsTheCallbackHasSignalled) {
   driver.join();
 }
 
+// libnbd never runs a command's callbacks inside the aio call that issues it: programs
+// count the command as theirs only once they have its cookie.  With another thread
+// reading replies the reply can be complete before the issuing call has let go of the
+// request; its completion must then still wait for a later call.
+thread_local bool inside_issuing_call = false;
+std::atomic<int> completed_inside{0}, completed_total{0};
+
+int note_where_completed(void *, int *) {
+  if (inside_issuing_call) completed_inside++;
+  completed_total++;
+  return 1;
+}
+
+TEST_F(CompletionTest, NeverCompletesInsideTheIssuingCall) {
+  nbd_handle *h = h_.get();
+  completed_inside = 0;
+  completed_total = 0;
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    while (!stop.load()) {
+      if (nbd_aio_in_flight(h) > 0)
+        nbd_poll(h, 10);
+      else
+        std::this_thread::yield();
+    }
+  });
+  constexpr int kCommands = 4000;
+  std::vector<uint8_t> buf(4096);
+  for (int i = 0; i < kCommands; i++) {
+    inside_issuing_call = true;
+    int64_t cookie = (i % 2)
+        ? nbd_aio_pread(h, buf.data(), 512, 0, nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0)
+        : nbd_aio_pwrite(h, buf.data(), buf.size(), 0,
+                         nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0);
+    inside_issuing_call = false;
+    ASSERT_GT(cookie, 0) << last_error();
+    while (nbd_aio_in_flight(h) > 8) std::this_thread::yield();
+  }
+  while (completed_total.load() < kCommands) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  stop = true;
+  reader.join();
+  EXPECT_EQ(completed_inside.load(), 0);
+}
+
 struct Verdict {
   int ret;          // what the completion callback returns
   int set_error;    // what it stores into *error
