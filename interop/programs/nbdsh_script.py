@@ -49,12 +49,20 @@ section("handle defaults before connecting")
 h = nbd.NBD()
 for getter in ("get_export_name", "get_tls", "get_tls_verify_peer",
                "get_request_structured_replies", "get_handshake_flags",
-               "get_strict_mode", "get_pread_initialize", "get_opt_mode",
+               "get_pread_initialize", "get_opt_mode",
                "get_full_info", "get_request_block_size", "get_debug",
                "supports_tls", "supports_uri", "aio_is_created",
                "aio_is_connecting", "aio_is_ready", "aio_is_closed",
                "aio_is_dead", "aio_in_flight", "get_nr_meta_contexts"):
     show(getter, getattr(h, getter))
+# The default strict mode is every flag the library defines (LIBNBD_STRICT_MASK),
+# and later libnbd versions define more: 1.14 has 0x1f, 1.22 adds STRICT_PAYLOAD
+# (0x20) and STRICT_AUTO_FLAG (0x40).  Print the flags these bindings know about,
+# and whether any other bit set is one of those two.
+strict = h.get_strict_mode()
+print("get_strict_mode & STRICT_MASK: %d" % (strict & nbd.STRICT_MASK))
+print("get_strict_mode: other bits are only 0x20/0x40:",
+      strict & ~nbd.STRICT_MASK & ~0x60 == 0)
 show("set_handle_name", h.set_handle_name, "interop-handle")
 show("get_handle_name", h.get_handle_name)
 show("get_size before connect", h.get_size)

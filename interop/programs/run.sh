@@ -36,7 +36,7 @@ set -euo pipefail
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd -- "$HERE/../.." && pwd)
 STOCK_LIB=/usr/lib/x86_64-linux-gnu/libnbd.so.0
-PACKAGES=(nbdkit qemu-utils libnbd-bin python3-libnbd fuse3 coreutils file util-linux)
+PACKAGES=(nbdkit qemu-utils libnbd-bin python3-libnbd fuse3 gnutls-bin coreutils file util-linux)
 
 # Debian's tools first: nbdsh runs "python3 -m nbd" and must find
 # /usr/bin/python3 (with python3-libnbd), not some other python3 in PATH.
@@ -103,6 +103,11 @@ mkdir -p -- "$(dirname -- "$REPORT")"
 rm -rf -- "$ART"
 mkdir -p -- "$ART"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/duplexnbd-programs.XXXXXX")
+# The scenarios run from a snapshot taken now: bash reads a script as it
+# runs it, so editing the checkout during a run would break the run.
+mkdir -p "$WORK/scripts"
+cp -- "$HERE"/scenarios.sh "$HERE"/lib.sh "$HERE"/normalise.py "$HERE"/nbdsh_script.py "$WORK/scripts/"
+HERE=$WORK/scripts
 
 # Whatever a scenario left behind (it cleans up after itself, but it may
 # have been killed): unmount its FUSE mounts, stop its recorded processes.
@@ -118,7 +123,7 @@ cleanup_run() {
     [[ -f $run/pids ]] || return 0
     while read -r pid; do
         [[ $pid =~ ^[0-9]+$ ]] || continue
-        if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$run"; then
+        if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -F -- "$run" >/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             sleep 0.5
             kill -KILL "$pid" 2>/dev/null || true
