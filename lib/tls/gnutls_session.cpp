@@ -265,18 +265,8 @@ Error GnutlsSession::handshake_failure(int err) {
                     "/" +
                     std::to_string(static_cast<int>(gnutls_handshake_get_last_out(session_))) +
                     ")";
-  if (err == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-    // Say why: an unknown issuer, a name mismatch and an expired certificate call
-    // for different fixes.
-    unsigned status = gnutls_session_get_verify_cert_status(session_);
-    gnutls_datum_t out = {nullptr, 0};
-    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0 &&
-        out.data != nullptr) {
-      msg += ": ";
-      msg.append(reinterpret_cast<const char *>(out.data), out.size);
-      gnutls_free(out.data);
-    }
-  }
+  // Nothing is appended, not even the reason for a certificate verification failure:
+  // programs show this message as it is, and it must read exactly as libnbd's.
   return make_error(0, std::move(msg));
 }
 

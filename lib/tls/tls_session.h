@@ -59,7 +59,7 @@ class TlsSession : public transport::Transport {
 public:
   // Runs the TLS handshake as far as it can without blocking.  Failure is fatal for
   // the connection: {0, "gnutls_handshake: <GnuTLS text> (<last in>/<last out>)"},
-  // with the reason appended for certificate verification failures.
+  // exactly as libnbd words it (no reason appended for verification failures).
   virtual Result<HandshakeProgress> handshake_step() = 0;
   virtual bool handshake_done() const = 0;
 

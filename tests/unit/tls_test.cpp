@@ -354,12 +354,13 @@ TEST_F(TlsNbdkitTest, WrongCaFailsVerification) {
   ASSERT_TRUE(server->ok()) << server->error();
   auto s = connect(*server, cert_config("wrongca", "localhost"));
   ASSERT_FALSE(s.ok());
-  // As libnbd: errno 0, "gnutls_handshake: <GnuTLS text> (<in>/<out>)", plus the reason.
+  // As libnbd: errno 0, "gnutls_handshake: <GnuTLS text> (<in>/<out>)", nothing more
+  // (nbdinfo prints it; interop/programs compares it with stock libnbd's).
   EXPECT_EQ(s.error().errnum, 0);
-  EXPECT_EQ(s.error().message.rfind("gnutls_handshake: Error in the certificate verification.", 0),
+  EXPECT_EQ(s.error().message.rfind("gnutls_handshake: Error in the certificate verification. (", 0),
             0u)
       << s.error().message;
-  EXPECT_NE(s.error().message.find("issuer is unknown"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.back(), ')') << s.error().message;
 }
 
 TEST_F(TlsNbdkitTest, WrongHostnameFailsVerification) {
@@ -370,7 +371,7 @@ TEST_F(TlsNbdkitTest, WrongHostnameFailsVerification) {
   EXPECT_EQ(s.error().errnum, 0);
   EXPECT_NE(s.error().message.find("certificate verification"), std::string::npos)
       << s.error().message;
-  EXPECT_NE(s.error().message.find("does not match"), std::string::npos) << s.error().message;
+  EXPECT_EQ(s.error().message.back(), ')') << s.error().message;
 }
 
 TEST_F(TlsNbdkitTest, IpAddressHostnameIsVerified) {
