@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Builds duplexnbd and runs every test CI runs: unit, ABI, generator, integration against
-# real servers, and libnbd's own test suite through the harness. --quick: unit tests only.
+# real servers, the unit and concurrency tests under ASan+UBSan and TSan, a short fuzz run of
+# each libFuzzer target, and libnbd's own test suite through the harness. --quick: unit tests only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -18,6 +19,11 @@ if [ "$quick" -eq 1 ]; then
   exit 0
 fi
 ctest -j2 --output-on-failure
+
+# Sanitizer trees next to the main one ($build-asan, $build-tsan): unit and concurrency tests.
+SANITIZER_BUILD_PREFIX="$build-" "$root/tests/run-sanitizers.sh"
+# Each fuzz target for FUZZ_SECONDS (default 60) on its seed corpus, in $build-fuzz.
+FUZZ_BUILD_DIR="$build-fuzz" "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
 
 # libnbd's own suite: a report, stock library next to ours. Its failures are listed, not
 # fatal, until the engine issues are resolved (see interop/libnbd-testsuite.sh --strict).
