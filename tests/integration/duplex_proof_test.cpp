@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <latch>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "support/nbd_helpers.h"
+#include "test_pki.h"
 #include "support/servers.h"
 
 namespace dnbd_test {
@@ -68,20 +70,25 @@ int op_completed(void *user_data, int *error) {
 // aio writes of a per-block pattern and, once each write is done, an aio read of the
 // same block, keeping 64 commands in flight, until all 1 GiB has been written, read
 // back and compared byte for byte.
-TEST_F(DuplexProof, TwoThreadsDriveOneHandle) {
-  constexpr uint64_t kBlock = 256 * KiB;
-  // DUPLEXNBD_DUPLEX_PROOF_MIB shrinks the volume for sanitizer builds, which run this
-  // far slower than the time budget allows for a whole GiB.
+constexpr uint64_t kProofBlock = 256 * KiB;
+
+// 1 GiB; DUPLEXNBD_DUPLEX_PROOF_MIB shrinks the volume for sanitizer builds, which run
+// this far slower than the time budget allows for a whole GiB.
+uint64_t proof_total() {
   uint64_t total = 1 * GiB;
   if (const char *mib = std::getenv("DUPLEXNBD_DUPLEX_PROOF_MIB")) total = std::strtoull(mib, nullptr, 10) * MiB;
-  ASSERT_GE(total, kBlock);
-  const uint64_t kTotal = total - total % kBlock;
+  total -= total % kProofBlock;
+  return std::max(total, kProofBlock);
+}
+
+// Shared by the plaintext and the TLS proof; `connect` connects the handle to a server
+// whose export holds proof_total() bytes.
+void two_threads_drive_one_handle(const std::function<bool(Handle &h)> &connect, const char *label) {
+  constexpr uint64_t kBlock = kProofBlock;
+  const uint64_t kTotal = proof_total();
   const uint64_t kBlocks = kTotal / kBlock;
   constexpr int kMaxInFlight = 64;
   const auto kBudget = std::chrono::seconds(100);
-
-  NbdkitServer srv;
-  START_OR_SKIP(srv.start({"memory", std::to_string(kTotal)}));  // sparse: pages appear as written
 
   // Declaration order is destruction order in reverse: the driver threads stop first,
   // then the handle closes, and only then are buffers and callback state freed.
@@ -89,7 +96,7 @@ TEST_F(DuplexProof, TwoThreadsDriveOneHandle) {
   std::unordered_map<Op *, std::unique_ptr<Op>> live;
   Handle h = make_handle();
   ASSERT_TRUE(h);
-  NBD_ASSERT_OK(nbd_connect_unix(h.get(), srv.socket_path().c_str()));
+  if (!connect(h)) return;
   ASSERT_GE(nbd_get_size(h.get()), int64_t(kTotal));
   DuplexDriver driver(h.get());
 
@@ -171,7 +178,7 @@ TEST_F(DuplexProof, TwoThreadsDriveOneHandle) {
     for (Op *op : done)
       if (!retire(op)) again.push_back(op);
     unretired.swap(again);
-    if (HasFailure()) return;
+    if (::testing::Test::HasFailure()) return;
   }
 
   const double elapsed = seconds_since(start);
@@ -180,13 +187,49 @@ TEST_F(DuplexProof, TwoThreadsDriveOneHandle) {
   EXPECT_EQ(nbd_aio_in_flight(h.get()), 0);
   EXPECT_GT(max_mixed, 1) << "reads and writes were never in flight together";
   EXPECT_GT(driver.read_notifies(), 0u);
-  std::printf("[ duplex   ] %llu MiB written and read back in %.2f s (%.0f MiB/s each way); "
+  std::printf("[ duplex   ] %s: %llu MiB written and read back in %.2f s (%.0f MiB/s each way); "
               "notify_read %llu, notify_write %llu, max reads&writes in flight together %d\n",
-              (unsigned long long)(kTotal / MiB), elapsed, double(kTotal / MiB) / elapsed,
+              label, (unsigned long long)(kTotal / MiB), elapsed, double(kTotal / MiB) / elapsed,
               (unsigned long long)driver.read_notifies(),
               (unsigned long long)driver.write_notifies(), max_mixed);
-  RecordProperty("seconds", std::to_string(elapsed));
+  ::testing::Test::RecordProperty("seconds", std::to_string(elapsed));
   NBD_EXPECT_OK(nbd_shutdown(h.get(), 0));
+}
+
+TEST_F(DuplexProof, TwoThreadsDriveOneHandle) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"memory", std::to_string(proof_total())}));  // sparse: pages appear as written
+  two_threads_drive_one_handle(
+      [&](Handle &h) {
+        NBD_EXPECT_OK(nbd_connect_unix(h.get(), srv.socket_path().c_str()));
+        return !::testing::Test::HasFailure();
+      },
+      "plaintext");
+}
+
+// The same proof over TLS: after the handshake the reader only receives and the writer
+// only sends on the GnuTLS session, from two threads at once.
+TEST_F(DuplexProof, TwoThreadsDriveOneHandleOverTls) {
+  using duplexnbd::tls_testing::Pki;
+  if (!Pki::tools_available()) GTEST_SKIP() << "certtool/psktool not installed (gnutls-bin)";
+  {
+    Handle probe = make_handle();
+    if (!nbd_supports_tls(probe.get())) GTEST_SKIP() << "library built without GnuTLS";
+  }
+  Pki pki;
+  ASSERT_TRUE(pki.ok()) << pki.error();
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + pki.path("good"), "memory",
+                           std::to_string(proof_total())}));
+  two_threads_drive_one_handle(
+      [&](Handle &h) {
+        NBD_EXPECT_OK(nbd_set_tls(h.get(), LIBNBD_TLS_REQUIRE));
+        NBD_EXPECT_OK(nbd_set_tls_certificates(h.get(), pki.path("good").c_str()));
+        NBD_EXPECT_OK(nbd_connect_unix(h.get(), srv.socket_path().c_str()));
+        EXPECT_EQ(nbd_get_tls_negotiated(h.get()), 1);
+        return !::testing::Test::HasFailure();
+      },
+      "TLS");
 }
 
 // ---- (2) A write is sent and acknowledged while a large read reply is still arriving --------

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// Test helpers for TLS: throwaway PKI (certtool/psktool), an nbdkit process, blocking I/O over a Transport.
+// Test helpers for TLS: an nbdkit process and blocking I/O over a Transport (PKI: test_pki.h).
 #pragma once
 
 #include <fcntl.h>
@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "test_pki.h"
 #include "transport/file_descriptor.h"
 #include "transport/transport.h"
 
@@ -31,139 +32,6 @@ extern char **environ;
 namespace duplexnbd::tls_testing {
 
 inline constexpr int kIoTimeoutMs = 20000;
-
-inline bool on_path(const std::string &program) {
-  const char *path = getenv("PATH");
-  if (!path) return false;
-  std::stringstream ss(path);
-  std::string d;
-  while (std::getline(ss, d, ':')) {
-    std::string p = (d.empty() ? "." : d) + "/" + program;
-    if (access(p.c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
-// A private temporary directory, removed with everything in it.
-class TempDir {
-public:
-  TempDir() {
-    char tmpl[] = "/tmp/duplexnbd-tls-XXXXXX";
-    if (mkdtemp(tmpl)) path_ = tmpl;
-  }
-  ~TempDir() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  TempDir(const TempDir &) = delete;
-  TempDir &operator=(const TempDir &) = delete;
-  bool ok() const { return !path_.empty(); }
-  const std::string &path() const { return path_; }
-  std::string operator/(const std::string &name) const { return path_ + "/" + name; }
-
-private:
-  std::string path_;
-};
-
-inline void write_file(const std::string &path, const std::string &text) {
-  std::ofstream f(path, std::ios::trunc);
-  f << text;
-}
-
-inline std::string read_file(const std::string &path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Runs argv with stdin from /dev/null and stdout+stderr to `log`; true on exit 0.
-inline bool run(const std::vector<std::string> &argv, const std::string &log) {
-  std::vector<char *> cargv;
-  for (const auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-  cargv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid;
-  int r = posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (r != 0) return false;
-  int status;
-  while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
-  }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-
-// Certificates in the layout nbdkit (server-*) and libnbd (ca-cert.pem, client-*) read:
-//   <root>/good:    CA, server certificate for "localhost"/127.0.0.1, client certificate
-//   <root>/wrongca: a different CA only, plus the good client certificate
-//   <root>/caonly:  the good CA and nothing else
-// and PSK files <root>/keys.psk (alice) and <root>/wrong.psk (alice, another key).
-class Pki {
-public:
-  Pki() {
-    if (!dir_.ok()) {
-      error_ = "mkdtemp failed";
-      return;
-    }
-    log_ = dir_ / "certtool.log";
-    for (const char *d : {"good", "wrongca", "caonly", "other"})
-      std::filesystem::create_directory(dir_ / d);
-    if (!make_ca("good") || !make_ca("other") || !make_leaf("good", "server") ||
-        !make_leaf("good", "client")) {
-      error_ = "certtool failed: " + read_file(log_);
-      return;
-    }
-    std::filesystem::copy_file(dir_ / "other/ca-cert.pem", dir_ / "wrongca/ca-cert.pem");
-    std::filesystem::copy_file(dir_ / "good/client-cert.pem", dir_ / "wrongca/client-cert.pem");
-    std::filesystem::copy_file(dir_ / "good/client-key.pem", dir_ / "wrongca/client-key.pem");
-    std::filesystem::copy_file(dir_ / "good/ca-cert.pem", dir_ / "caonly/ca-cert.pem");
-    if (!run({"psktool", "-u", "alice", "-p", dir_ / "keys.psk"}, log_) ||
-        !run({"psktool", "-u", "alice", "-p", dir_ / "wrong.psk"}, log_)) {
-      error_ = "psktool failed: " + read_file(log_);
-      return;
-    }
-  }
-
-  static bool tools_available() { return on_path("certtool") && on_path("psktool"); }
-  bool ok() const { return error_.empty(); }
-  const std::string &error() const { return error_; }
-  std::string path(const std::string &name) const { return dir_ / name; }
-
-private:
-  bool make_ca(const std::string &d) {
-    std::string key = dir_ / (d + "/ca-key.pem"), tmpl = dir_ / (d + "/ca.info");
-    write_file(tmpl, "cn = duplexnbd test CA " + d + "\nca\ncert_signing_key\nexpiration_days = 30\n");
-    return run({"certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key}, log_) &&
-           run({"certtool", "--generate-self-signed", "--load-privkey", key, "--template", tmpl,
-                "--outfile", dir_ / (d + "/ca-cert.pem")},
-               log_);
-  }
-
-  bool make_leaf(const std::string &d, const std::string &role) {
-    std::string key = dir_ / (d + "/" + role + "-key.pem"), tmpl = dir_ / (d + "/" + role + ".info");
-    std::string t = "organization = duplexnbd tests\nexpiration_days = 30\nencryption_key\nsigning_key\n";
-    if (role == "server")
-      t += "cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\n";
-    else
-      t += "cn = duplexnbd client\ntls_www_client\n";
-    write_file(tmpl, t);
-    return run({"certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key}, log_) &&
-           run({"certtool", "--generate-certificate", "--load-ca-certificate",
-                dir_ / (d + "/ca-cert.pem"), "--load-ca-privkey", dir_ / (d + "/ca-key.pem"),
-                "--load-privkey", key, "--template", tmpl, "--outfile",
-                dir_ / (d + "/" + role + "-cert.pem")},
-               log_);
-  }
-
-  TempDir dir_;
-  std::string log_, error_;
-};
 
 // nbdkit -f --exit-with-parent -U <sock> <args...> in its own temporary directory,
 // stopped by pid when the object goes.
