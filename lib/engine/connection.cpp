@@ -344,6 +344,11 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   Command *c = cmd.release();
   WriteEntry e;
   const bool extended = negotiated_.extended_headers;
+  // The issuing call holds a third reference until it is done with the command, so the
+  // reader, however fast the reply, never completes a command whose aio call has not
+  // returned yet.  libnbd's handle lock gives programs that guarantee, and nbdfuse (for
+  // one) counts a command as its own only once the aio call has returned.
+  c->refs.fetch_add(1, std::memory_order_relaxed);
   // Registered before a byte is sent: the reply may arrive before this call returns.
   uint64_t cookie = table_.add(c);
   wire::RequestHeader rh;
@@ -379,11 +384,11 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   chunks_sent.fetch_add(1, std::memory_order_relaxed);
-  // The writer drops its reference after the send; if another thread has meanwhile
-  // read the whole reply, the command would complete here, its callback running before
-  // the aio call has even returned its cookie.  libnbd never does that and programs rely
-  // on it (nbdfuse counts a command in flight only after the aio call returns), so such
-  // completions are handed to the next thread that drives the handle.
+  // Whatever would complete now, this command included once the issuing reference is
+  // dropped, would run its callbacks inside the aio call, before the caller has the
+  // cookie: libnbd never does that, so it is handed to the next thread that drives the
+  // handle.
+  if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
   hand_off(finished);
   if (!s) {
     fail(s.error());
