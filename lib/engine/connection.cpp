@@ -585,13 +585,22 @@ void Connection::wake_pollers() {
 }
 
 void Connection::notify_waiters() {
+  // Orders what the caller just published (a command's outcome, a state) before the
+  // check, against a waiter that registers and then checks its condition (Dekker).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (waiters_.load() == 0) return;
+  // Outside transmission every change is a state change that every waiter must see.
+  const bool all = h_.state() != State::Ready;
   bool wake_leader;
+  WaitList::Waiter *woken;
   {
     std::lock_guard lock(wait_mutex_);
-    wake_leader = leader_active_ && leader_id_ != std::this_thread::get_id();
+    woken = followers_.take_done(all);
+    // The leader is in poll(); only interrupt it when it has something to return for.
+    wake_leader = leader_active_ && leader_id_ != std::this_thread::get_id() &&
+                  (all || (*leader_done_)());
   }
-  wait_cv_.notify_all();
+  WaitList::post(woken);
   if (wake_leader) wake_pollers();
 }
 
@@ -644,6 +653,7 @@ Status Connection::wait_until(const std::function<bool()> &done) {
   waiters_.fetch_add(1);
   std::unique_lock lock(wait_mutex_);
   Status result;
+  bool leading = false;
   for (;;) {
     if (done()) break;
     State s = h_.state();
@@ -658,26 +668,44 @@ Status Connection::wait_until(const std::function<bool()> &done) {
     if (!leader_active_) {
       leader_active_ = true;
       leader_id_ = std::this_thread::get_id();
+      leader_done_ = &done;
+      leading = true;
+    }
+    if (!leading) {
+      // Woken only when our condition holds, the state changed, or the lead is ours.
+      WaitList::Waiter me(done);
+      followers_.push(me);
       lock.unlock();
-      auto r = (direction() == 0) ? Result<int>(0) : poll_once(-1);
+      me.sleep();
       lock.lock();
-      leader_active_ = false;
-      leader_id_ = {};
-      wait_cv_.notify_all();
-      if (!r) {
-        result = r.take_error();
-        break;
-      }
-      if (direction() == 0 && !done() && h_.state() == State::Negotiating) {
-        // Nothing can happen without the caller: negotiation waits for an opt_* call.
-        result = make_error(EINVAL, "the handle is waiting for an option in opt mode");
-        break;
-      }
-    } else {
-      wait_cv_.wait(lock);
+      followers_.woken_one_ran();
+      continue;
+    }
+    // The leader keeps the lead until its own condition holds: handing it over after
+    // every poll round would cost a wake-up per round.
+    lock.unlock();
+    auto r = (direction() == 0) ? Result<int>(0) : poll_once(-1);
+    lock.lock();
+    if (!r) {
+      result = r.take_error();
+      break;
+    }
+    if (direction() == 0 && !done() && h_.state() == State::Negotiating) {
+      // Nothing can happen without the caller: negotiation waits for an opt_* call.
+      result = make_error(EINVAL, "the handle is waiting for an option in opt mode");
+      break;
     }
   }
+  if (leading) {
+    leader_active_ = false;
+    leader_id_ = {};
+    leader_done_ = nullptr;
+  }
+  // Whoever leaves while nobody leads hands the lead to one follower, so followers never
+  // all sleep without a leader (a follower woken to lead may itself be done and leave).
+  WaitList::Waiter *successor = leader_active_ ? nullptr : followers_.take_successor();
   lock.unlock();
+  WaitList::post(successor);
   waiters_.fetch_sub(1);
   return result;
 }

@@ -18,6 +18,7 @@
 #include "engine/negotiated.h"
 #include "engine/reply_reader.h"
 #include "engine/request_writer.h"
+#include "engine/wait_list.h"
 #include "handle/handle.h"
 #include "transport/connector.h"
 #include "transport/transport.h"
@@ -156,9 +157,10 @@ private:
 
   // Leader/follower waiting for blocking calls.
   std::mutex wait_mutex_;
-  std::condition_variable wait_cv_;
+  WaitList followers_;                                 // guarded by wait_mutex_
   bool leader_active_ = false;
   std::thread::id leader_id_;
+  const std::function<bool()> *leader_done_ = nullptr;  // the leader's condition
   std::atomic<int> waiters_{0};
 };
 
