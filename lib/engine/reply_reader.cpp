@@ -45,7 +45,8 @@ void ReplyReader::reset() {
   mid_reply_.store(false, std::memory_order_release);
 }
 
-Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &bytes_received) {
+Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &bytes_received,
+                               size_t cap) {
   if (head_ == tail_) {
     head_ = tail_ = 0;
   } else if (head_ + want > kBufferSize) {
@@ -53,7 +54,9 @@ Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &b
     tail_ -= head_;
     head_ = 0;
   }
-  ssize_t r = t.recv(buf_.get() + tail_, kBufferSize - tail_);
+  size_t len = kBufferSize - tail_;
+  if (cap > avail() && cap - avail() < len) len = cap - avail();
+  ssize_t r = t.recv(buf_.get() + tail_, len);
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
     return errno_error("recv");
@@ -62,6 +65,15 @@ Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &b
   tail_ += size_t(r);
   bytes_received += uint64_t(r);
   return true;
+}
+
+size_t ReplyReader::header_cap() const {
+  if (!expect_large_) return SIZE_MAX;
+  if (!structured_) return wire::kSimpleReplySize;
+  // The chunk header and the data chunk's offset prefix, in one small recv.
+  return wire::reply_header_size(extended_ ? wire::ReplyKind::Extended
+                                           : wire::ReplyKind::Structured) +
+         wire::kOffsetDataPrefixSize;
 }
 
 const char *ReplyReader::context_name(uint32_t id) const {
@@ -88,7 +100,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
             return protocol_error("server sent a structured reply that was not negotiated");
         }
         if (avail() < need) {
-          auto r = fill(t, need, bytes_received);
+          auto r = fill(t, need, bytes_received, header_cap());
           if (!r) {
             if (r.error().errnum == 0) {
               if (avail() != 0 || mid_reply()) return protocol_error("server closed the connection in the middle of a reply");
@@ -106,7 +118,8 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
       }
       case Step::DataPrefix: {
         if (avail() < wire::kOffsetDataPrefixSize) {
-          auto r = fill(t, wire::kOffsetDataPrefixSize, bytes_received);
+          auto r = fill(t, wire::kOffsetDataPrefixSize, bytes_received,
+                        expect_large_ ? wire::kOffsetDataPrefixSize : SIZE_MAX);
           if (!r) return r.error().errnum ? r.take_error() : protocol_error("server closed the connection in the middle of a reply");
           if (!*r) return Outcome::Blocked;
           continue;
@@ -276,6 +289,7 @@ Status ReplyReader::on_data_prefix() {
 
 void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
   Command *c = cur_;
+  expect_large_ = data_len_ >= kDirectThreshold;
   if (data_dst_) {
     c->data_seen += data_len_;
     if (c->chunk) {

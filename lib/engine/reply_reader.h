@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -45,7 +46,12 @@ private:
 
   // Buffer management: returns false when the socket has nothing more now.
   size_t avail() const { return tail_ - head_; }
-  Result<bool> fill(transport::Transport &t, size_t want, uint64_t &bytes_received);
+  // Receives at least `want` buffered bytes' worth if the socket has them, but leaves the
+  // buffer holding no more than `cap` (a large read's payload is better received directly).
+  Result<bool> fill(transport::Transport &t, size_t want, uint64_t &bytes_received,
+                    size_t cap = SIZE_MAX);
+  // How much to buffer while waiting for a reply header (see expect_large_).
+  size_t header_cap() const;
 
   Status on_header(CommandTable &table, CompletionList &finished);
   Status on_data_prefix();
@@ -63,6 +69,10 @@ private:
 
   std::unique_ptr<uint8_t[]> buf_;
   size_t head_ = 0, tail_ = 0;
+  // The last reply carried a large read payload, so the next one probably does too:
+  // receive only its header (and data prefix) into the buffer and the payload straight
+  // into the caller's memory, instead of a 256 KiB recv whose bytes are then copied out.
+  bool expect_large_ = false;
 
   Step step_ = Step::Header;
   std::atomic<bool> mid_reply_{false};
