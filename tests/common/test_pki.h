@@ -66,20 +66,28 @@ inline std::string read_file(const std::string &path) {
   return ss.str();
 }
 
-// Runs argv with stdin from /dev/null and stdout+stderr to `log`; true on exit 0.
-inline bool run(const std::vector<std::string> &argv, const std::string &log) {
+// Starts argv (looked up in PATH) with stdin from /dev/null, stderr (and with
+// `with_stdout` stdout too) appended to `log`.  Returns the pid, or -errno.
+inline pid_t spawn_logged(const std::vector<std::string> &argv, const std::string &log,
+                          bool with_stdout) {
   std::vector<char *> cargv;
   for (const auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
   cargv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (with_stdout) posix_spawn_file_actions_adddup2(&fa, 2, 1);
   pid_t pid;
   int r = posix_spawnp(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (r != 0) return false;
+  return r == 0 ? pid : -r;
+}
+
+// Runs argv to the end, its output to `log`; true on exit 0.
+inline bool run(const std::vector<std::string> &argv, const std::string &log) {
+  pid_t pid = spawn_logged(argv, log, true);
+  if (pid < 0) return false;
   int status;
   while (waitpid(pid, &status, 0) == -1 && errno == EINTR) {
   }

@@ -23,6 +23,8 @@
 
 extern char **environ;
 
+#include "test_pki.h"
+
 namespace duplexnbd::testing {
 
 // A server process listening on a Unix socket in a private temporary directory. The
@@ -90,18 +92,6 @@ public:
     }
   }
 
-  static bool on_path(const std::string &program) {
-    const char *path = getenv("PATH");
-    if (!path) return false;
-    std::stringstream ss(path);
-    std::string d;
-    while (std::getline(ss, d, ':')) {
-      std::string p = (d.empty() ? "." : d) + "/" + program;
-      if (access(p.c_str(), X_OK) == 0) return true;
-    }
-    return false;
-  }
-
 private:
   void start(const std::vector<std::string> &argv) {
     std::vector<char *> cargv;
@@ -164,7 +154,7 @@ public:
   explicit NbdkitServer(std::vector<std::string> args)
       : ServerProcess({"nbdkit", "-U"}, with_options(std::move(args))) {}
 
-  static bool available() { return on_path("nbdkit"); }
+  static bool available() { return tls_testing::on_path("nbdkit"); }
 
 private:
   static std::vector<std::string> with_options(std::vector<std::string> args) {

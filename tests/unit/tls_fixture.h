@@ -42,15 +42,8 @@ public:
     log_ = dir_ / "nbdkit.log";
     std::vector<std::string> argv = {"nbdkit", "-f", "--exit-with-parent", "-U", socket_};
     argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char *> cargv;
-    for (const auto &a : argv) cargv.push_back(const_cast<char *>(a.c_str()));
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int r = posix_spawnp(&pid_, "nbdkit", &fa, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_ = spawn_logged(argv, log_, false);
+    int r = pid_ < 0 ? -pid_ : 0;
     if (r != 0) {
       pid_ = -1;
       error_ = std::string("cannot start nbdkit: ") + strerror(r);
