@@ -34,7 +34,7 @@ SCENARIOS=(
     "nbdcopy-sparse|nbdcopy sparse-random -> memory: zero detection, --allocated, --target-is-zero, --no-extents"
     "nbdcopy-qemu|nbdcopy qcow2 (qemu-nbd) -> file and file -> qcow2 (qemu-nbd), and to a [ qemu-nbd ] subprocess"
     "nbddump|nbddump on data, pattern, null and a [ CMD ] subprocess"
-    "nbdfuse|nbdfuse: mount a memory export, write and read through the mount; read-only mount of pattern"
+    "nbdfuse|nbdfuse: mount a memory export, write and read through the mount, three rounds of eight parallel O_DIRECT reads; read-only mount of pattern"
     "nbdsh|nbdsh running nbdsh_script.py: sync and aio calls, callbacks, opt mode, errors"
     "nbdkit-nbd-proxy|nbdkit's nbd plugin (linked to libnbd) proxying nbdkit memory; qemu-img convert/compare through it"
     "nbdkit-nbd-proxy-qemu|nbdkit nbd plugin (uri=) proxying qemu-nbd qcow2; qemu-img convert/compare through it"
