@@ -62,6 +62,7 @@ Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &b
     return errno_error("recv");
   }
   if (r == 0) return make_error(0, "");  // end of stream, told apart by errnum 0
+  drained_ = size_t(r) < len;
   tail_ += size_t(r);
   bytes_received += uint64_t(r);
   return true;
@@ -85,6 +86,7 @@ const char *ReplyReader::context_name(uint32_t id) const {
 Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTable &table,
                                              CompletionList &finished, uint64_t &bytes_received,
                                              uint64_t &chunks_received) {
+  drained_ = false;  // the caller was told the socket is readable
   for (;;) {
     switch (step_) {
       case Step::Header: {
@@ -100,6 +102,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
             return protocol_error("server sent a structured reply that was not negotiated");
         }
         if (avail() < need) {
+          if (socket_drained(t)) return Outcome::Blocked;
           auto r = fill(t, need, bytes_received, header_cap());
           if (!r) {
             if (r.error().errnum == 0) {
@@ -139,6 +142,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           on_data_done(finished, table);
           break;
         }
+        if (socket_drained(t)) return Outcome::Blocked;
         if (data_dst_ && data_left_ >= kDirectThreshold) {
           ssize_t r = t.recv(data_dst_ + (data_len_ - data_left_), data_left_);
           if (r < 0) {
@@ -146,6 +150,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
             return errno_error("recv");
           }
           if (r == 0) return protocol_error("server closed the connection in the middle of a reply");
+          drained_ = uint64_t(r) < data_left_;
           bytes_received += uint64_t(r);
           data_left_ -= uint64_t(r);
           continue;

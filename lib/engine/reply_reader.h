@@ -73,6 +73,11 @@ private:
   // receive only its header (and data prefix) into the buffer and the payload straight
   // into the caller's memory, instead of a 256 KiB recv whose bytes are then copied out.
   bool expect_large_ = false;
+  // This run's last recv returned less than it asked for, so the socket was empty: the
+  // next recv would almost surely fail with EAGAIN, one system call per run for nothing.
+  // The caller polls again instead (level-triggered, so nothing that arrives is missed).
+  bool drained_ = false;
+  bool socket_drained(const transport::Transport &t) const { return drained_ && !t.pending_read(); }
 
   Step step_ = Step::Header;
   std::atomic<bool> mid_reply_{false};
