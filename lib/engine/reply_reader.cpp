@@ -142,7 +142,8 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           on_data_done(finished, table);
           break;
         }
-        if (socket_drained(t)) return Outcome::Blocked;
+        // No socket_drained() check here: mid-payload the server is usually still
+        // writing, and a poll round trip would cost more than the recv it saves.
         if (data_dst_ && data_left_ >= kDirectThreshold) {
           ssize_t r = t.recv(data_dst_ + (data_len_ - data_left_), data_left_);
           if (r < 0) {
@@ -150,7 +151,6 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
             return errno_error("recv");
           }
           if (r == 0) return protocol_error("server closed the connection in the middle of a reply");
-          drained_ = uint64_t(r) < data_left_;
           bytes_received += uint64_t(r);
           data_left_ -= uint64_t(r);
           continue;
