@@ -284,7 +284,7 @@ def section(meta, points, sockpair, run_key):
     return "\n".join(L)
 
 
-def header(plot_key, plot_desc):
+def header(plot_key, plot_desc, kept=""):
     return f"""# Performance: duplexnbd against libnbd
 
 Measured with `interop/bench/`: **one** C program (`nbd_bench.c`, public libnbd API only, built
@@ -321,7 +321,7 @@ machine (`--wait-quiet 600` waits for one) gives per-point ratios to hold a libr
 ## Targets
 
 {TARGETS_TEXT}
-## Plot
+{kept}## Plot
 
 ![ratio ours/libnbd per point](performance-ratio.png)
 
@@ -420,6 +420,9 @@ def main():
                                text, re.S))
     m = re.search(r"<!-- bench-plot:(\S+) -->\nThe plot shows: (.*?)\. Each point", text, re.S)
     plot_key, plot_desc = (m.group(1), m.group(2)) if m else ("none", "nothing yet")
+    # Hand-written analysis between the targets and the plot survives a rewrite.
+    k = re.search(r"<!-- hand-written begin -->\n.*?<!-- hand-written end -->\n\n?", text, re.S)
+    kept = k.group(0) if k else ""
     sections[run_key] = section(meta, points, sockpair, run_key) + "\n"
 
     # A validation run must not replace the plot of a real duplexnbd run.
@@ -435,7 +438,7 @@ def main():
                 else "\"Validation run\" (both sides libnbd)") + f" ({meta.get('date')})"
 
     order = sorted(sections, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k))
-    out = [header(plot_key, plot_desc)]
+    out = [header(plot_key, plot_desc, kept)]
     for k in order:
         out.append(f"<!-- bench-run:{k} begin -->\n{sections[k]}<!-- bench-run:{k} end -->\n")
     with open(args.doc, "w") as f:
