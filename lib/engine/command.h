@@ -37,6 +37,9 @@ struct Command {
   // the command on for completion. This is how the writer can let go of a command whose
   // reply may already have been parsed by another thread, without touching it after.
   std::atomic<int> refs{2};
+  // True while the aio call that issued it is still running: its callbacks wait, as with
+  // libnbd, whose handle lock holds reply processing off until that call has returned.
+  std::atomic<bool> issuing{false};
 
   Command *next = nullptr;      // CompletionList / CommandTable done queue link
 };

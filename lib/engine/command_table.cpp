@@ -51,12 +51,17 @@ void CommandTable::forget(Command *c) {
   in_flight_.erase(c->cookie);
 }
 
-void CommandTable::end_completing(uint64_t cookie) {
-  auto it = std::find(completing_.begin(), completing_.end(), cookie);
-  if (it != completing_.end()) {
-    *it = completing_.back();
-    completing_.pop_back();
-  }
+bool CommandTable::erase(std::vector<uint64_t> &v, uint64_t cookie) {
+  auto it = std::find(v.begin(), v.end(), cookie);
+  if (it == v.end()) return false;
+  *it = v.back();
+  v.pop_back();
+  return true;
+}
+
+void CommandTable::begin_callbacks(Command *c) {
+  std::lock_guard lock(mutex_);
+  if (erase(completing_, c->cookie)) running_.push_back(c->cookie);
 }
 
 std::vector<Command *> CommandTable::take_all_in_flight() {
@@ -82,7 +87,7 @@ void CommandTable::push_done(Command *c) {
     else
       done_head_ = c;
     done_tail_ = c;
-    end_completing(c->cookie);
+    if (!erase(running_, c->cookie)) erase(completing_, c->cookie);
   }
   completed_cv_.notify_all();
 }
@@ -90,7 +95,7 @@ void CommandTable::push_done(Command *c) {
 void CommandTable::retired(Command *c) {
   {
     std::lock_guard lock(mutex_);
-    end_completing(c->cookie);
+    if (!erase(running_, c->cookie)) erase(completing_, c->cookie);
   }
   completed_cv_.notify_all();
 }
@@ -110,11 +115,11 @@ Command *CommandTable::take_done(uint64_t cookie, bool *in_flight) {
       *in_flight = false;
       return c;
     }
-    const bool completing =
-        std::find(completing_.begin(), completing_.end(), cookie) != completing_.end();
+    const bool running = std::find(running_.begin(), running_.end(), cookie) != running_.end();
     // From inside a callback the completion may be this thread's own job: answer "not yet".
-    if (!completing || in_callback()) {
-      *in_flight = completing || in_flight_.count(cookie) != 0;
+    if (!running || in_callback()) {
+      *in_flight = running || in_flight_.count(cookie) != 0 ||
+                   std::find(completing_.begin(), completing_.end(), cookie) != completing_.end();
       return nullptr;
     }
     completed_cv_.wait(lock);
@@ -135,7 +140,7 @@ uint64_t CommandTable::first_done() {
 
 int CommandTable::in_flight() const {
   std::lock_guard lock(mutex_);
-  return int(in_flight_.size() + completing_.size());
+  return int(in_flight_.size() + completing_.size() + running_.size());
 }
 
 }  // namespace duplexnbd

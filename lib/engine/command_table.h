@@ -31,6 +31,8 @@ public:
   // Moves every in-flight command to completing (connection death).
   std::vector<Command *> take_all_in_flight();
 
+  // Its callbacks are about to run: from now until push_done/retired, take_done waits.
+  void begin_callbacks(Command *c);
   // Ends completing: into the done queue (in completion order), or retired by its
   // completion callback (the caller deletes it).
   void push_done(Command *c);
@@ -38,7 +40,9 @@ public:
   // For nbd_aio_command_completed: the command if done (removed), else nullptr and
   // *in_flight tells whether the cookie is still in flight.  A command whose callbacks
   // are running in another thread is waited for: once the completion callback has
-  // returned, the caller must see the command completed (nbdfuse relies on it).
+  // signalled, the caller must see the command completed (nbdfuse relies on it).  One
+  // whose callbacks have not started is simply still in flight: waiting for it could
+  // mean waiting for a thread that drives the handle, and there may be none.
   Command *take_done(uint64_t cookie, bool *in_flight);
   bool is_done(uint64_t cookie);
   // First done cookie, 0 if none.
@@ -50,12 +54,13 @@ public:
   std::mutex &mutex() { return mutex_; }
 
 private:
-  void end_completing(uint64_t cookie);  // with mutex_ held
+  static bool erase(std::vector<uint64_t> &v, uint64_t cookie);  // with mutex_ held
 
   mutable std::mutex mutex_;
   uint64_t next_cookie_ = 1;
   std::unordered_map<uint64_t, Command *> in_flight_;
-  std::vector<uint64_t> completing_;       // few at a time: a vector beats a set
+  std::vector<uint64_t> completing_;       // reply done; few at a time: a vector beats a set
+  std::vector<uint64_t> running_;          // callbacks running
   std::condition_variable completed_cv_;   // a completing command left completing_
   Command *done_head_ = nullptr;
   Command *done_tail_ = nullptr;

@@ -349,6 +349,7 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   // returned yet.  libnbd's handle lock gives programs that guarantee, and nbdfuse (for
   // one) counts a command as its own only once the aio call has returned.
   c->refs.fetch_add(1, std::memory_order_relaxed);
+  c->issuing.store(true, std::memory_order_relaxed);
   // Registered before a byte is sent: the reply may arrive before this call returns.
   uint64_t cookie = table_.add(c);
   wire::RequestHeader rh;
@@ -390,12 +391,33 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   // handle.
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
   hand_off(finished);
+  // Even a hand-off is not enough on its own: another thread could take it over before
+  // this call has returned.  Its callbacks wait for this (Connection::wait_issued).
+  end_issuing(c);
   if (!s) {
     fail(s.error());
     return cookie;
   }
   if (left_pending) wake_pollers();
   return cookie;
+}
+
+void Connection::end_issuing(Command *c) {
+  // After this store the command may be completed and freed: only the connection's own
+  // members are touched below.  seq_cst pairs with wait_issued's count-then-check.
+  c->issuing.store(false, std::memory_order_seq_cst);
+  if (issuing_waiters_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard lock(issuing_mutex_); }
+    issuing_cv_.notify_all();
+  }
+}
+
+void Connection::wait_issued(Command *c) {
+  if (!c->issuing.load(std::memory_order_acquire)) return;
+  std::unique_lock lock(issuing_mutex_);
+  issuing_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  while (c->issuing.load(std::memory_order_seq_cst)) issuing_cv_.wait(lock);
+  issuing_waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Connection::hand_off(CompletionList &list) {
@@ -453,6 +475,8 @@ Status Connection::disconnect(bool abandon_pending) {
 void Connection::finish_completed(CompletionList &list) {
   if (list.empty()) return;
   while (Command *c = list.pop()) {
+    wait_issued(c);
+    table_.begin_callbacks(c);
     bool retire = false;
     if (c->completion) {
       int err = c->error;
@@ -491,9 +515,6 @@ const char *failed_command_name(uint16_t type) {
 }
 
 int Connection::command_completed(uint64_t cookie) {
-  // A handed-off command would otherwise wait for a thread that drives the handle, and
-  // this may be the only one.
-  if (!in_callback()) finish_handed_off();
   bool in_flight = false;
   Command *c = table_.take_done(cookie, &in_flight);
   // As in libnbd, a cookie that is not (or no longer) known is simply "not completed".
@@ -509,7 +530,6 @@ int Connection::command_completed(uint64_t cookie) {
 }
 
 int64_t Connection::peek_completed() {
-  if (!in_callback()) finish_handed_off();
   uint64_t cookie = table_.first_done();
   if (cookie) return int64_t(cookie);
   if (table_.in_flight() > 0) return 0;

@@ -128,6 +128,8 @@ private:
   // Commands that the issuing call would have completed: see issue().
   void hand_off(CompletionList &list);
   void finish_handed_off();
+  void end_issuing(Command *c);
+  void wait_issued(Command *c);
   void notify_waiters();
 
   Handle &h_;
@@ -150,6 +152,10 @@ private:
   std::mutex handoff_mutex_;
   CompletionList handoff_;                     // guarded by handoff_mutex_
   std::atomic<bool> handoff_pending_{false};
+  // Completions waiting for their issuing call to return (Command::issuing).
+  std::mutex issuing_mutex_;
+  std::condition_variable issuing_cv_;
+  std::atomic<int> issuing_waiters_{0};
   mutable std::mutex fatal_mutex_;
   Error fatal_;
 
