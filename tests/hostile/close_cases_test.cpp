@@ -54,9 +54,8 @@ TEST_F(CloseHostile, DuringWritePayloadSync) {
 TEST_F(CloseHostile, DuringReadReply) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData,
                                   uint32_t(8 + r.length));
     put64(b, r.offset);
@@ -84,9 +83,8 @@ TEST_F(CloseHostile, DuringReadReply) {
 TEST_F(CloseHostile, DuringReadReplySync) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.simple_reply(r.cookie, 0, Bytes(size_t(r.length) / 2, 1));
     s.close();
   });

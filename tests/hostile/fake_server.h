@@ -112,6 +112,8 @@ public:
   // As handshake(), but stops before answering the first option of type `stop_at`
   // (left in `o`) so a script can answer it wrongly.
   bool handshake_until(uint32_t stop_at, Option &o);
+  // How most transmission cases open: the handshake, then the client's first request.
+  bool handshake_then_request(Request &r) { return handshake() && read_request(r); }
 
   // ---- Transmission building blocks.
   bool structured() const { return structured_ok_; }

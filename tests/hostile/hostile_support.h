@@ -75,6 +75,19 @@ F optional_call(const char *name) {
   return reinterpret_cast<F>(dlsym(RTLD_DEFAULT, name));
 }
 
+// errno values that make sense for a given kind of failure.
+inline const std::set<int> kProtocolErrnos = {EPROTO};
+inline const std::set<int> kGoneErrnos = {ENOTCONN, EPROTO, ECONNRESET, EPIPE, ESHUTDOWN};
+
+// Also records the errno seen in the XML report (--gtest_output=xml), for the catalogue.
+#define EXPECT_ERRNO_IN(set, err)                                                          \
+  do {                                                                                     \
+    const int e_ = (err);                                                                  \
+    ::testing::Test::RecordProperty("errno", e_ ? strerrorname_np(e_) : "0");              \
+    EXPECT_TRUE((set).count(e_)) << "errno " << e_ << " (" << (e_ ? strerrorname_np(e_) : "0") \
+                                 << ") not expected here; error: " << last_error();        \
+  } while (0)
+
 // Every case runs against a fresh fake server and handle, and is time-boxed: when the
 // limit passes the watchdog records a failure and breaks the socket from the server
 // side (which must make any blocked library call return); if the test is still stuck
@@ -180,6 +193,15 @@ protected:
     EXPECT_NE(nbd_get_errno(), 0) << last_error();
   }
 
+  // A blocking read the server answers fatally: it fails with a protocol errno and takes
+  // the handle down with it.
+  void expect_blocking_read_fails_fatally() {
+    char buf[512];
+    EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
+    EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+    expect_handle_finished();
+  }
+
   // The handle is still usable: one more read succeeds (the script must answer it).
   void expect_handle_usable() {
     EXPECT_FALSE(nbd_aio_is_dead(h_));
@@ -199,18 +221,5 @@ private:
   std::condition_variable wd_cv_;
   bool wd_done_ = false;
 };
-
-// errno values that make sense for a given kind of failure.
-inline const std::set<int> kProtocolErrnos = {EPROTO};
-inline const std::set<int> kGoneErrnos = {ENOTCONN, EPROTO, ECONNRESET, EPIPE, ESHUTDOWN};
-
-// Also records the errno seen in the XML report (--gtest_output=xml), for the catalogue.
-#define EXPECT_ERRNO_IN(set, err)                                                          \
-  do {                                                                                     \
-    const int e_ = (err);                                                                  \
-    ::testing::Test::RecordProperty("errno", e_ ? strerrorname_np(e_) : "0");              \
-    EXPECT_TRUE((set).count(e_)) << "errno " << e_ << " (" << (e_ ? strerrorname_np(e_) : "0") \
-                                 << ") not expected here; error: " << last_error();        \
-  } while (0)
 
 }  // namespace hostile

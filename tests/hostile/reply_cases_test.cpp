@@ -116,9 +116,8 @@ protected:
 TEST_F(ReplyHostile, SimpleReplyWrongMagic) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b;
     put32(b, 0x67446699);  // one bit off
     put32(b, 0);
@@ -126,10 +125,7 @@ TEST_F(ReplyHostile, SimpleReplyWrongMagic) {
     s.send(b);
     s.drain();
   });
-  char buf[512];
-  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
-  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
-  expect_handle_finished();
+  expect_blocking_read_fails_fatally();
 }
 
 TEST_F(ReplyHostile, StructuredReplyWrongMagic) {
@@ -151,9 +147,8 @@ TEST_F(ReplyHostile, StructuredReplyWrongMagic) {
 TEST_F(ReplyHostile, ExtendedHeaderNotNegotiated) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.send(s.extended_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0, 0));
     s.drain();
   });
@@ -164,16 +159,12 @@ TEST_F(ReplyHostile, ExtendedHeaderNotNegotiated) {
 TEST_F(ReplyHostile, StructuredReplyNotNegotiated) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.send(s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0));
     s.drain();
   });
-  char buf[512];
-  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
-  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
-  expect_handle_finished();
+  expect_blocking_read_fails_fatally();
 }
 
 // ---- Cookies -------------------------------------------------------------------------
@@ -181,9 +172,8 @@ TEST_F(ReplyHostile, StructuredReplyNotNegotiated) {
 TEST_F(ReplyHostile, ReplyForUnknownCookie) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.chunk(r.cookie + 1000, nbd::kReplyFlagDone, nbd::kReplyNone, {});
     s.drain();
   });
@@ -212,9 +202,8 @@ TEST_F(ReplyHostile, ReplyForCommandNeverSent) {
 TEST_F(ReplyHostile, DuplicateReply) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.simple_reply(r.cookie, 0);
     s.simple_reply(r.cookie, 0);
     s.drain();
@@ -237,9 +226,8 @@ TEST_F(ReplyHostile, DuplicateReply) {
 TEST_F(ReplyHostile, DataChunkAfterDone) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes p;
     put64(p, r.offset);
     put_bytes(p, Bytes(size_t(r.length), 7).data(), size_t(r.length));
@@ -279,9 +267,8 @@ TEST_F(ReplyHostile, ChunkLongerThanRequest) {
 TEST_F(ReplyHostile, ChunkLongerThanMaximum) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, 0xfffffff0u);
     put64(b, r.offset);
     s.send(b);
@@ -294,9 +281,8 @@ TEST_F(ReplyHostile, ChunkLongerThanMaximum) {
 TEST_F(ReplyHostile, ErrorChunkHugeLength) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, 1u << 30);
     put32(b, nbd::kEio);
     put16(b, 0);
@@ -310,9 +296,8 @@ TEST_F(ReplyHostile, ErrorChunkHugeLength) {
 TEST_F(ReplyHostile, ExtendedChunk64BitLength) {
   make(ServerConfig{.extended = true});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b = s.extended_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, r.offset,
                                 1ull << 40);
     put64(b, r.offset);
@@ -375,9 +360,8 @@ TEST_F(ReplyHostile, ZeroLengthHole) {
 TEST_F(ReplyHostile, DataChunkForWrite) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes p;
     put64(p, r.offset);
     put_bytes(p, Bytes(16, 1).data(), 16);
@@ -491,9 +475,8 @@ TEST_F(ReplyHostile, BlockStatusRaggedPayload) {
 TEST_F(ReplyHostile, TruncatedMidHeader) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     Bytes b;
     put32(b, nbd::kSimpleReplyMagic);
     put32(b, 0);
@@ -510,9 +493,8 @@ TEST_F(ReplyHostile, TruncatedMidHeader) {
 TEST_F(ReplyHostile, TruncatedMidPayload) {
   make(ServerConfig{.structured = false});
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    if (!s.read_request(r)) return;
+    if (!s.handshake_then_request(r)) return;
     s.simple_reply(r.cookie, 0, Bytes(size_t(r.length) / 2, 9));
     s.close();
   });
