@@ -24,6 +24,8 @@ namespace duplexnbd {
 Connection::Connection(Handle &h) : h_(h) {
   auto w = transport::Wakeup::create();
   if (w) wakeup_.emplace(std::move(*w));
+  auto l = transport::Wakeup::create();
+  if (l) leader_wakeup_.emplace(std::move(*l));
 }
 
 Connection::~Connection() {
@@ -602,6 +604,10 @@ void Connection::reap_dead() {
 
 void Connection::wake_pollers() {
   if (wakeup_) wakeup_->signal();
+  // Pairs with the fence in wait_until: either the leader sees what the caller just
+  // published when it next computes its direction, or it is woken here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (leader_polling_.load(std::memory_order_relaxed) && leader_wakeup_) leader_wakeup_->signal();
 }
 
 void Connection::notify_waiters() {
@@ -621,10 +627,10 @@ void Connection::notify_waiters() {
                   (all || (*leader_done_)());
   }
   WaitList::post(woken);
-  if (wake_leader) wake_pollers();
+  if (wake_leader && leader_wakeup_) leader_wakeup_->signal();
 }
 
-Result<int> Connection::poll_once(int timeout_ms, int extra_fd) {
+Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   unsigned dir = direction();
   int sock = fd();
   if (dir == 0 || sock < 0) {
@@ -640,9 +646,14 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd) {
   fds[n++] = {sock, short(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
                           ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0)), 0};
   int wake_index = -1, extra_index = -1;
-  if (wakeup_) {
+  // The blocking callers' leader has a wakeup of its own: several threads polling one
+  // eventfd lose wake-ups (one drains it before the kernel has the others look), and
+  // the leader must never miss the one saying its command is done.
+  transport::Wakeup *wakeup = leader ? (leader_wakeup_ ? &*leader_wakeup_ : nullptr)
+                                     : (wakeup_ ? &*wakeup_ : nullptr);
+  if (wakeup) {
     wake_index = n;
-    fds[n++] = {wakeup_->fd(), POLLIN, 0};
+    fds[n++] = {wakeup->fd(), POLLIN, 0};
   }
   if (extra_fd >= 0) {
     extra_index = n;
@@ -654,7 +665,7 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd) {
     return errno_error("poll");
   }
   if (r == 0) return 0;
-  if (wake_index >= 0 && (fds[wake_index].revents & POLLIN)) wakeup_->drain();
+  if (wake_index >= 0 && (fds[wake_index].revents & POLLIN)) wakeup->drain();
   short rev = fds[0].revents;
   // Both directions in one round: a single-threaded caller still gets full progress.
   if (rev & (POLLIN | POLLHUP | POLLERR)) {
@@ -689,6 +700,8 @@ Status Connection::wait_until(const std::function<bool()> &done) {
       leader_active_ = true;
       leader_id_ = std::this_thread::get_id();
       leader_done_ = &done;
+      leader_polling_.store(true, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // see wake_pollers
       leading = true;
     }
     if (!leading) {
@@ -704,7 +717,7 @@ Status Connection::wait_until(const std::function<bool()> &done) {
     // The leader keeps the lead until its own condition holds: handing it over after
     // every poll round would cost a wake-up per round.
     lock.unlock();
-    auto r = (direction() == 0) ? Result<int>(0) : poll_once(-1);
+    auto r = (direction() == 0) ? Result<int>(0) : poll_once(-1, -1, true);
     lock.lock();
     if (!r) {
       result = r.take_error();
@@ -720,6 +733,7 @@ Status Connection::wait_until(const std::function<bool()> &done) {
     leader_active_ = false;
     leader_id_ = {};
     leader_done_ = nullptr;
+    leader_polling_.store(false, std::memory_order_relaxed);
   }
   // Whoever leaves while nobody leads hands the lead to one follower, so followers never
   // all sleep without a leader (a follower woken to lead may itself be done and leave).

@@ -77,7 +77,7 @@ public:
   // Several threads may wait at once: one leads (polls), the others sleep.
   Status wait_until(const std::function<bool()> &done);
   // One round of nbd_poll / nbd_poll2: 1 if something was handled, 0 on timeout.
-  Result<int> poll_once(int timeout_ms, int extra_fd = -1);
+  Result<int> poll_once(int timeout_ms, int extra_fd = -1, bool leader = false);
 
   // ---- Handshake (Connecting / Negotiating states).
   handshake::Handshake *handshake() { return handshake_.get(); }
@@ -147,7 +147,9 @@ private:
   CommandTable table_;
   RequestWriter writer_;
   ReplyReader reader_;
-  std::optional<transport::Wakeup> wakeup_;
+  std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
+  std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
+  std::atomic<bool> leader_polling_{false};
   mutable std::atomic<bool> write_observed_{false};
   std::mutex handoff_mutex_;
   CompletionList handoff_;                     // guarded by handoff_mutex_

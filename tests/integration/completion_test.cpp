@@ -106,12 +106,15 @@ TEST_F(CompletionTest, NeverCompletesInsideTheIssuingCall) {
     }
   });
   constexpr int kCommands = 4000;
-  std::vector<uint8_t> buf(4096);
+  // Reads land in one buffer (only ever written by the thread reading replies), writes
+  // go out from another.
+  std::vector<uint8_t> rbuf(512), wbuf(4096);
   for (int i = 0; i < kCommands; i++) {
     inside_issuing_call = true;
     int64_t cookie = (i % 2)
-        ? nbd_aio_pread(h, buf.data(), 512, 0, nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0)
-        : nbd_aio_pwrite(h, buf.data(), buf.size(), 0,
+        ? nbd_aio_pread(h, rbuf.data(), rbuf.size(), 0,
+                        nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0)
+        : nbd_aio_pwrite(h, wbuf.data(), wbuf.size(), 0,
                          nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0);
     inside_issuing_call = false;
     ASSERT_GT(cookie, 0) << last_error();
