@@ -22,6 +22,8 @@ ctest -j2 --output-on-failure
 
 # Sanitizer trees next to the main one ($build-asan, $build-tsan): unit and concurrency tests.
 SANITIZER_BUILD_PREFIX="$build-" "$root/tests/run-sanitizers.sh"
+# The library built without GnuTLS: TLS reported missing, refused with a clear error.
+"$root/tests/check-without-gnutls.sh" "$build-notls"
 # Each fuzz target for FUZZ_SECONDS (default 60) on its seed corpus, in $build-fuzz.
 FUZZ_BUILD_DIR="$build-fuzz" "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
 

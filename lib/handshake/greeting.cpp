@@ -105,8 +105,8 @@ Task<Status> Handshake::apply_tls_policy() {
     co_return Status{};
   }
   if (!cfg_.upgrade_to_tls) {
-    if (required) co_return Error{ENOTSUP, "handshake: TLS support is not built in yet"};
-    debug(h_, "TLS support is not built in yet, continuing without TLS");
+    if (required) co_return Error{ENOTSUP, "handshake: TLS support was not compiled into this library"};
+    debug(h_, "TLS support was not compiled into this library, continuing without TLS");
     co_return Status{};
   }
   Task<Result<uint32_t>> t = starttls();

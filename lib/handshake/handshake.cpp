@@ -163,7 +163,7 @@ Status Handshake::start(Request r) {
   if (r.kind == Kind::ListMeta && !out_.structured_replies)
     return Error{ENOTSUP, "server lacks structured replies"};
   if (r.kind == Kind::StartTls && !cfg_.upgrade_to_tls)
-    return Error{ENOTSUP, "TLS support is not built in yet"};
+    return Error{ENOTSUP, "TLS support was not compiled into this library"};
 
   last_ = OptionResult{};
   last_.id = next_id_++;
