@@ -150,6 +150,7 @@ private:
   std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
   std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
   std::atomic<bool> leader_polling_{false};
+  std::atomic<unsigned> order_point_{0};  // orders wake_pollers against a new leader
   mutable std::atomic<bool> write_observed_{false};
   std::mutex handoff_mutex_;
   CompletionList handoff_;                     // guarded by handoff_mutex_
