@@ -86,9 +86,11 @@ TEST_F(CompletionTest, CompletedAsSoonAsTheCallbackHasSignalled) {
 thread_local bool inside_issuing_call = false;
 std::atomic<int> completed_inside{0}, completed_total{0};
 
-int note_where_completed(void *, int *) {
+// user_data: the read's own buffer (freed here, its command being over), or NULL.
+int note_where_completed(void *user_data, int *) {
   if (inside_issuing_call) completed_inside++;
   completed_total++;
+  delete static_cast<std::vector<uint8_t> *>(user_data);
   return 1;
 }
 
@@ -106,14 +108,15 @@ TEST_F(CompletionTest, NeverCompletesInsideTheIssuingCall) {
     }
   });
   constexpr int kCommands = 4000;
-  // Reads land in one buffer (only ever written by the thread reading replies), writes
-  // go out from another.
-  std::vector<uint8_t> rbuf(512), wbuf(4096);
+  // Each read has a buffer of its own (no two commands in flight may share one); the
+  // writes all send the same bytes.
+  std::vector<uint8_t> wbuf(4096);
   for (int i = 0; i < kCommands; i++) {
+    auto *rbuf = (i % 2) ? new std::vector<uint8_t>(512) : nullptr;
     inside_issuing_call = true;
-    int64_t cookie = (i % 2)
-        ? nbd_aio_pread(h, rbuf.data(), rbuf.size(), 0,
-                        nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0)
+    int64_t cookie = rbuf
+        ? nbd_aio_pread(h, rbuf->data(), rbuf->size(), 0,
+                        nbd_completion_callback{note_where_completed, rbuf, nullptr}, 0)
         : nbd_aio_pwrite(h, wbuf.data(), wbuf.size(), 0,
                          nbd_completion_callback{note_where_completed, nullptr, nullptr}, 0);
     inside_issuing_call = false;
