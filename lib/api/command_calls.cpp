@@ -94,6 +94,20 @@ int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCal
   return submit(h, *conn, strict, std::move(c), EINVAL);
 }
 
+// Strict-mode checks shared by every command that modifies the export: a read-only
+// export refuses them, and FUA needs the server's consent.  Sets the error when false.
+bool writes_permitted(uint16_t ef, uint32_t flags) {
+  if (has_flag(ef, wire::kFlagReadOnly)) {
+    set_error(EPERM, "server does not support write operations");
+    return false;
+  }
+  if ((flags & LIBNBD_CMD_FLAG_FUA) && !has_flag(ef, wire::kFlagSendFua)) {
+    set_error(EINVAL, "server does not support the FUA flag");
+    return false;
+  }
+  return true;
+}
+
 int64_t start_write(Handle &h, const void *buf, size_t count, uint64_t offset,
                     CompletionCallback completion, uint32_t flags) {
   Connection *conn = command_connection(h);
@@ -110,14 +124,7 @@ int64_t start_write(Handle &h, const void *buf, size_t count, uint64_t offset,
   }
   if (strict & LIBNBD_STRICT_COMMANDS) {
     const uint16_t ef = effective_eflags(n);
-    if (has_flag(ef, wire::kFlagReadOnly)) {
-      set_error(EPERM, "server does not support write operations");
-      return -1;
-    }
-    if ((flags & LIBNBD_CMD_FLAG_FUA) && !has_flag(ef, wire::kFlagSendFua)) {
-      set_error(EINVAL, "server does not support the FUA flag");
-      return -1;
-    }
+    if (!writes_permitted(ef, flags)) return -1;
     if (((flags & LIBNBD_CMD_FLAG_PAYLOAD_LEN) != 0) != n.extended_headers) {
       set_error(EINVAL, "incorrect setting for PAYLOAD_LEN flag");
       return -1;
@@ -155,14 +162,7 @@ int64_t start_trim(Handle &h, uint64_t count, uint64_t offset, CompletionCallbac
       set_error(EINVAL, "server does not support trim operations");
       return -1;
     }
-    if (has_flag(ef, wire::kFlagReadOnly)) {
-      set_error(EPERM, "server does not support write operations");
-      return -1;
-    }
-    if ((flags & LIBNBD_CMD_FLAG_FUA) && !has_flag(ef, wire::kFlagSendFua)) {
-      set_error(EINVAL, "server does not support the FUA flag");
-      return -1;
-    }
+    if (!writes_permitted(ef, flags)) return -1;
   }
   CommandPtr c = new_command(wire::kCmdTrim, flags, offset, count);
   c->completion = std::move(completion);
@@ -196,14 +196,7 @@ int64_t start_zero(Handle &h, uint64_t count, uint64_t offset, CompletionCallbac
       set_error(EINVAL, "server does not support zero operations");
       return -1;
     }
-    if (has_flag(ef, wire::kFlagReadOnly)) {
-      set_error(EPERM, "server does not support write operations");
-      return -1;
-    }
-    if ((flags & LIBNBD_CMD_FLAG_FUA) && !has_flag(ef, wire::kFlagSendFua)) {
-      set_error(EINVAL, "server does not support the FUA flag");
-      return -1;
-    }
+    if (!writes_permitted(ef, flags)) return -1;
     if ((flags & LIBNBD_CMD_FLAG_FAST_ZERO) && !has_flag(ef, wire::kFlagSendFastZero)) {
       set_error(EINVAL, "server does not support the fast zero flag");
       return -1;
