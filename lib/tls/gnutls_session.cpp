@@ -44,18 +44,6 @@ bool is_ip_literal(const std::string &host) {
          ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-// Whether the first `len` bytes gathered from `iov` equal `data`.
-bool iov_starts_with(const struct iovec *iov, int iovcnt, const uint8_t *data, size_t len) {
-  for (int i = 0; i < iovcnt && len > 0; ++i) {
-    size_t n = std::min(len, iov[i].iov_len);
-    if (n > 0 && std::memcmp(iov[i].iov_base, data, n) != 0)
-      return false;
-    data += n;
-    len -= n;
-  }
-  return len == 0;
-}
-
 // Locking.  GnuTLS documents one thread in gnutls_record_send and another in
 // gnutls_record_recv as safe, but with TLS 1.3 it is not: processing a KeyUpdate
 // (ours, or the server's, which happens inside record_recv) duplicates the whole
@@ -139,8 +127,11 @@ private:
 
   // ---- Sending side only.
   size_t max_record_ = kMaxRecord;
-  std::unique_ptr<uint8_t[]> stage_;  // gathered plaintext / copy of the unacked record
-  size_t unacked_ = 0;                // plaintext bytes whose record is still in out_
+  std::unique_ptr<uint8_t[]> stage_;  // plaintext of a record spanning several buffers
+  // The last plaintext byte of a record parked in out_ is reported unsent: the
+  // caller keeps it queued and so keeps polling for POLLOUT until the record has
+  // left, and the next send() skips it (it is already encrypted).
+  bool held_byte_ = false;
   bool send_failed_ = false;
   int send_failed_errno_ = 0;
   Error send_error_;
@@ -394,17 +385,13 @@ ssize_t GnutlsSession::send_records(const struct iovec *iov, int iovcnt, size_t 
   if (!stage_)
     stage_ = std::make_unique<uint8_t[]>(kMaxRecord);
 
-  // First deliver what is parked.  A record in it was encrypted from bytes the
-  // caller was told are unsent, so the caller must be offering them again.
-  if (unacked_ > 0 &&
-      (total < unacked_ || !iov_starts_with(iov, iovcnt, stage_.get(), unacked_))) {
-    send_error_ = make_error(EINVAL, "send: data changed under an interrupted TLS record");
-    errno = EINVAL;
-    return -1;
-  }
+  // First deliver what is parked.  Its held byte is the first one offered now; what
+  // it holds at this moment does not matter (libnbd, too, sends whatever a caller's
+  // buffer holds when the socket takes it, and programs such as libnbd's own load
+  // tests share one buffer between reads and writes in flight).
   {
     std::lock_guard lock(session_mutex_);
-    int f = flush_out(more || total > unacked_);
+    int f = flush_out(more || total > (held_byte_ ? 1 : 0));
     if (f < 0)
       return fail_send_errno(errno);
     if (f == 0) {
@@ -412,8 +399,8 @@ ssize_t GnutlsSession::send_records(const struct iovec *iov, int iovcnt, size_t 
       return -1;
     }
   }
-  size_t sent = unacked_;
-  unacked_ = 0;
+  size_t sent = held_byte_ ? 1 : 0;
+  held_byte_ = false;
 
   // Then one record at a time, taking the lock per record so the receiving side
   // gets its turns.  A record lying inside one buffer is encrypted in place; one
@@ -469,11 +456,10 @@ ssize_t GnutlsSession::send_records(const struct iovec *iov, int iovcnt, size_t 
     }
     size_t done = static_cast<size_t>(r);
     if (parked) {
-      // The socket is full: the record is encrypted but not delivered.  Keep its
-      // plaintext to check the caller's retry against, and report it unsent.
-      if (data != stage_.get())
-        std::memcpy(stage_.get(), data, done);
-      unacked_ = done;
+      // The socket is full: the record is encrypted but not all delivered.  All of
+      // it but one byte counts as sent.
+      sent += done - 1;
+      held_byte_ = true;
       break;
     }
     sent += done;

@@ -42,14 +42,13 @@ enum class HandshakeProgress {
 //    recv() fails with EIO; it never waits for the sending side.
 //  - pending_read() and fd() may be called from either side at any time.
 //
-// send() has one extra rule, because a record, once encrypted, must be delivered as it
-// is: whenever send() reports fewer bytes than it was offered (a short count, or -1
-// with EAGAIN), the next send() must start with the bytes not reported sent, and offer
-// at least as many of them as before, up to one record (16 KiB).  A caller that keeps
-// its unsent data queued does this naturally; otherwise send() fails with EINVAL
-// rather than corrupting the stream.  (Internally the ciphertext the socket did not
-// take waits in the session, so GnuTLS never holds an interrupted record: its retry
-// path would send the data twice if a KeyUpdate request arrived in between.)
+// send() keeps a record, once encrypted, whole: when the socket takes only part of
+// one, the rest waits inside the session and the record's last byte is reported
+// unsent, so a caller that keeps unsent data queued keeps polling for POLLOUT until
+// the record has left.  The next send() skips that byte (it is already encrypted)
+// whatever the buffer holds by then.  (GnuTLS itself never holds an interrupted
+// record: its retry path would send the data twice if a KeyUpdate request arrived
+// in between.)
 //
 // Errors: send()/recv() report failures as -1 with errno like any Transport (EAGAIN,
 // EPIPE/ECONNRESET from the socket, EIO for a TLS-level failure); the TLS-level

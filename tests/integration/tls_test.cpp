@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // TLS through the public API: nbdkit and qemu-nbd with certificates and PSK, and every refusal.
 #include <libnbd.h>
+#include <poll.h>
 
 #include <gtest/gtest.h>
 
@@ -187,6 +188,59 @@ TEST_F(TlsTest, UriTlsRefusedWhenNotAllowed) {
   EXPECT_EQ(nbd_connect_uri(h_.get(), uri.c_str()), -1);
   EXPECT_NE(nbd_get_error(), nullptr);
   EXPECT_TRUE(nbd_aio_is_created(h_.get()));
+}
+
+// libnbd's aio-parallel-load-tls pattern: one buffer shared by the reads and writes
+// in flight, the classic loop.  Reads land in the buffer while writes from it are
+// still being sent, so a record interrupted by a full socket is offered again with
+// other bytes; that must be sent, never turned into an error.
+TEST_F(TlsTest, WritesFromABufferThatReadsOverwriteKeepFlowing) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "64M"}));
+  nbd_handle *h = h_.get();
+  NBD_ASSERT_OK(nbd_set_tls(h, LIBNBD_TLS_REQUIRE));
+  NBD_ASSERT_OK(nbd_set_tls_psk_file(h, path("keys.psk").c_str()));
+  NBD_ASSERT_OK(nbd_set_tls_username(h, "alice"));
+  NBD_ASSERT_OK(nbd_connect_unix(h, srv.socket_path().c_str()));
+
+  constexpr size_t kSize = 256 * 1024;
+  constexpr int kInFlight = 64;
+  constexpr int kCommands = 3000;
+  std::vector<uint8_t> buf = make_pattern(kSize, 3);
+  int issued = 0, retired = 0;
+  std::vector<int64_t> cookies;
+  while (retired < kCommands) {
+    while (issued < kCommands && nbd_aio_in_flight(h) < kInFlight) {
+      uint64_t offset = uint64_t(issued % 200) * kSize;
+      int64_t c = (issued % 2 == 0)
+                      ? nbd_aio_pwrite(h, buf.data(), kSize, offset, NBD_NULL_COMPLETION, 0)
+                      : nbd_aio_pread(h, buf.data(), kSize, offset, NBD_NULL_COMPLETION, 0);
+      ASSERT_NE(c, -1) << nbd_get_error();
+      cookies.push_back(c);
+      issued++;
+    }
+    unsigned dir = nbd_aio_get_direction(h);
+    struct pollfd pfd = {nbd_aio_get_fd(h), 0, 0};
+    if (dir & LIBNBD_AIO_DIRECTION_READ) pfd.events |= POLLIN;
+    if (dir & LIBNBD_AIO_DIRECTION_WRITE) pfd.events |= POLLOUT;
+    ASSERT_EQ(poll(&pfd, 1, 10000), 1) << "stalled with " << nbd_aio_in_flight(h) << " in flight";
+    if ((dir & LIBNBD_AIO_DIRECTION_READ) && (pfd.revents & POLLIN)) {
+      NBD_ASSERT_OK(nbd_aio_notify_read(h));
+    } else if ((dir & LIBNBD_AIO_DIRECTION_WRITE) && (pfd.revents & POLLOUT)) {
+      NBD_ASSERT_OK(nbd_aio_notify_write(h));
+    }
+    for (auto it = cookies.begin(); it != cookies.end();) {
+      int r = nbd_aio_command_completed(h, *it);
+      ASSERT_NE(r, -1) << nbd_get_error();
+      if (r == 1) {
+        it = cookies.erase(it);
+        retired++;
+      } else {
+        ++it;
+      }
+    }
+  }
+  NBD_EXPECT_OK(nbd_shutdown(h, 0));
 }
 
 }  // namespace
