@@ -35,10 +35,9 @@ if [ -x "$root/interop/libnbd-testsuite.sh" ]; then
 fi
 
 # Real programs (nbdinfo, nbdcopy, nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin) run on stock
-# libnbd and on ours (LD_LIBRARY_PATH and LD_PRELOAD) and compared; about 6-11 minutes. A
-# report, not a verdict, while nbdfuse's parallel O_DIRECT reads still now and then trip its
-# completion-count assertion on ours (docs/interop.md); every other scenario is identical.
+# libnbd and on ours (LD_LIBRARY_PATH and LD_PRELOAD) and compared; about 6-11 minutes. Any
+# scenario that differs fails the run.
 programs_deps=()
 [ "$(id -u)" -eq 0 ] && programs_deps=(--install-deps)
-"$root/interop/programs/run.sh" "${programs_deps[@]}" --lib "$build/lib/libnbd.so.0" \
+"$root/interop/programs/run.sh" "${programs_deps[@]}" --strict --lib "$build/lib/libnbd.so.0" \
   --report "$build/interop-programs.md"

@@ -68,6 +68,14 @@ public:
     return c;
   }
   bool empty() const { return head_ == nullptr; }
+  // Moves all of `front` before this list's commands, keeping its order.
+  void splice_front(CompletionList &front) {
+    if (front.empty()) return;
+    front.tail_->next = head_;
+    if (!head_) tail_ = front.tail_;
+    head_ = front.head_;
+    front.head_ = front.tail_ = nullptr;
+  }
 
 private:
   Command *head_ = nullptr;

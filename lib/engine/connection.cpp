@@ -156,7 +156,7 @@ bool Connection::processing() const {
   return h_.state() == State::Ready && (writer_.pending() || reader_.mid_reply());
 }
 
-Status Connection::notify_read() {
+Status Connection::read_side(CallbackBudget *budget) {
   switch (h_.state()) {
     case State::Connecting:
     case State::Negotiating:
@@ -178,7 +178,7 @@ Status Connection::notify_read() {
   }
   bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   chunks_received.fetch_add(chunks, std::memory_order_relaxed);
-  finish_completed(finished);
+  finish_completed(finished, budget);
   if (!r) {
     // After NBD_CMD_DISC with nothing left to answer, the server may end the session any
     // way it likes (a TLS server often without close_notify, or with a reset): that is
@@ -221,7 +221,7 @@ Status Connection::on_end_of_stream() {
   return {};
 }
 
-Status Connection::notify_write() {
+Status Connection::write_side(CallbackBudget *budget) {
   switch (h_.state()) {
     case State::Connecting:
     case State::Negotiating:
@@ -232,7 +232,7 @@ Status Connection::notify_write() {
       return {};
   }
   if (handoff_pending_.load(std::memory_order_acquire)) {
-    finish_handed_off();
+    finish_handed_off(budget);
     if (!writer_.pending()) return {};
   }
   if (!writer_.pending()) {
@@ -251,7 +251,7 @@ Status Connection::notify_write() {
     s = writer_.run(*transport_, finished, bytes);
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
-  finish_completed(finished);
+  finish_completed(finished, budget);
   if (!s) {
     Error e = s.take_error();
     fail(e);
@@ -435,15 +435,25 @@ void Connection::hand_off(CompletionList &list) {
   notify_waiters();
 }
 
-void Connection::finish_handed_off() {
+void Connection::hand_back(CompletionList &list) {
+  {
+    std::lock_guard lock(handoff_mutex_);
+    handoff_.splice_front(list);
+    handoff_pending_.store(true, std::memory_order_release);
+  }
+  wake_pollers();
+}
+
+void Connection::finish_handed_off(CallbackBudget *budget) {
   if (!handoff_pending_.load(std::memory_order_acquire)) return;
+  if (budget && budget->spent()) return;
   CompletionList list;
   {
     std::lock_guard lock(handoff_mutex_);
     while (Command *c = handoff_.pop()) list.push(c);
     handoff_pending_.store(false, std::memory_order_release);
   }
-  finish_completed(list);
+  finish_completed(list, budget);
 }
 
 Status Connection::disconnect(bool abandon_pending) {
@@ -474,32 +484,54 @@ Status Connection::disconnect(bool abandon_pending) {
   return {};
 }
 
-void Connection::finish_completed(CompletionList &list) {
+void Connection::finish_completed(CompletionList &list, CallbackBudget *budget) {
   if (list.empty()) return;
-  while (Command *c = list.pop()) {
-    wait_issued(c);
-    table_.begin_callbacks(c);
-    bool retire = false;
-    if (c->completion) {
-      int err = c->error;
-      int r = c->completion(&err);
-      // As for every callback with an error parameter, only a failing callback (-1) may
-      // change the command's error, and never to 0.
-      if (r == -1 && err != 0) c->error = err;
-      retire = (r == 1);
+  // A command whose issuing call has not returned yet goes last, after waiting for that
+  // call: its issuer is only just back in the program then.
+  CompletionList issuing, left;
+  auto complete = [&](Command *c, bool wait) {
+    if (budget && budget->spent()) {
+      left.push(c);
+      return;
     }
-    // Mid-command callbacks, then completion, then the frees, as libnbd orders them.
-    c->chunk.reset();
-    c->extent.reset();
-    c->extent64.reset();
-    c->completion.reset();
-    if (retire) {
-      table_.retired(c);
-      delete c;
-    } else
-      table_.push_done(c);
+    if (wait) wait_issued(c);
+    bool calls_back = bool(c->completion);
+    run_completion(c);
+    if (budget && calls_back) budget->spend();
+  };
+  while (Command *c = list.pop()) {
+    if (c->issuing.load(std::memory_order_acquire))
+      issuing.push(c);
+    else
+      complete(c, false);
   }
+  while (Command *c = issuing.pop()) complete(c, true);
+  if (!left.empty()) hand_back(left);
   notify_waiters();
+}
+
+void Connection::run_completion(Command *c) {
+  table_.begin_callbacks(c);
+  bool retire = false;
+  if (c->completion) {
+    int err = c->error;
+    int r = c->completion(&err);
+    // As for every callback with an error parameter, only a failing callback (-1) may
+    // change the command's error, and never to 0.
+    if (r == -1 && err != 0) c->error = err;
+    retire = (r == 1);
+  }
+  // Mid-command callbacks, then completion, then the frees, as libnbd orders them.
+  c->chunk.reset();
+  c->extent.reset();
+  c->extent64.reset();
+  c->completion.reset();
+  if (retire) {
+    table_.retired(c);
+    delete c;
+  } else {
+    table_.push_done(c);
+  }
 }
 
 const char *failed_command_name(uint16_t type) {
@@ -640,8 +672,18 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   if (dir == 0 || sock < 0) {
     return make_error(EINVAL, std::string("nothing to poll for in state ") + state_name(h_.state()));
   }
+  // nbd_poll runs one completion callback per call (see CallbackBudget); the blocking
+  // callers' leader runs them all.
+  CallbackBudget one;
+  CallbackBudget *budget = leader ? nullptr : &one;
+  if (budget && handoff_pending_.load(std::memory_order_acquire)) {
+    // Completions left by an earlier poll (or handed off by an issuing call) are
+    // progress enough without asking the kernel.
+    finish_handed_off(budget);
+    return 1;
+  }
   if (transport_ && (dir & LIBNBD_AIO_DIRECTION_READ) && transport_->pending_read()) {
-    Status s = notify_read();
+    Status s = read_side(budget);
     if (!s) return s.take_error();
     return 1;
   }
@@ -673,11 +715,11 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   short rev = fds[0].revents;
   // Both directions in one round: a single-threaded caller still gets full progress.
   if (rev & (POLLIN | POLLHUP | POLLERR)) {
-    Status s = notify_read();
+    Status s = read_side(budget);
     if (!s) return s.take_error();
   }
   if ((rev & POLLOUT) && (direction() & LIBNBD_AIO_DIRECTION_WRITE)) {
-    Status s = notify_write();
+    Status s = write_side(budget);
     if (!s) return s.take_error();
   }
   (void)extra_index;

@@ -69,8 +69,8 @@ public:
   // ---- The classic aio interface.
   int fd() const;                        // -1 before the socket exists
   unsigned direction() const;            // LIBNBD_AIO_DIRECTION_* bits
-  Status notify_read();                  // runs the reader side only
-  Status notify_write();                 // runs the writer side only
+  Status notify_read() { return read_side(nullptr); }    // runs the reader side only
+  Status notify_write() { return write_side(nullptr); }  // runs the writer side only
 
   // ---- Blocking helpers (no handle-wide lock is held while waiting).
   // Polls and runs both directions until `done()` is true or the connection fails.
@@ -123,11 +123,30 @@ private:
   Status on_end_of_stream();
   void reap_dead();
   void enter_transmission();
-  // Completes commands collected by the reader/writer, outside their locks.
-  void finish_completed(CompletionList &list);
+  // How many completion callbacks one nbd_poll may run: one, as libnbd, whose state
+  // machine stops after each reply.  Programs such as nbdfuse re-check their own count
+  // of commands in flight between polls and stop polling at zero; running the callback
+  // of a command its issuer has not counted yet, in the same poll as the last counted
+  // one's, would take that count below zero.  The rest wait in the hand-off list, which
+  // keeps the direction WRITE, so the next poll returns at once.
+  class CallbackBudget {
+  public:
+    bool spent() const { return left_ == 0; }
+    void spend() { --left_; }
+  private:
+    int left_ = 1;
+  };
+
+  // Completes commands collected by the reader/writer, outside their locks; with a
+  // budget, those beyond it are handed back.
+  void finish_completed(CompletionList &list, CallbackBudget *budget = nullptr);
   // Commands that the issuing call would have completed: see issue().
   void hand_off(CompletionList &list);
-  void finish_handed_off();
+  void hand_back(CompletionList &list);  // to the front of the hand-off list
+  void finish_handed_off(CallbackBudget *budget = nullptr);
+  Status read_side(CallbackBudget *budget);
+  Status write_side(CallbackBudget *budget);
+  void run_completion(Command *c);
   void end_issuing(Command *c);
   void wait_issued(Command *c);
   void notify_waiters();

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/nbd_helpers.h"
@@ -150,6 +151,96 @@ int fail_chunk(void *user_data, const void *, size_t, uint64_t, unsigned, int *e
 int ignored_chunk(void *, const void *, size_t, uint64_t, unsigned, int *error) {
   *error = EPROTO;  // ignored: the callback succeeds
   return 0;
+}
+
+// nbdfuse's operations thread: it calls nbd_poll only while its own count of commands
+// in flight is above zero, and the issuing threads count a command once nbd_aio_pread
+// has returned.  A callback for a command its issuer has not counted yet (libnbd lets
+// that happen too, after the issuing call has released the handle) must not run in the
+// same nbd_poll as the callback that brought the count to zero: nbdfuse asserts the
+// count is at least one in every callback.  libnbd runs one reply per poll; so do we.
+struct CountedRead {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+struct FuseLikeDriver {
+  std::mutex count_mutex;
+  std::condition_variable count_cv;
+  std::atomic<long> in_flight{0};
+  std::atomic<long> below_one{0};
+  std::atomic<bool> stop{false};
+};
+
+int counted_read_done(void *user_data, int *error) {
+  (void)error;
+  auto *pair = static_cast<std::pair<FuseLikeDriver *, CountedRead *> *>(user_data);
+  FuseLikeDriver *d = pair->first;
+  CountedRead *r = pair->second;
+  std::lock_guard lock(r->m);
+  if (d->in_flight.fetch_sub(1) < 1) d->below_one++;
+  r->done = true;
+  r->cv.notify_all();
+  return 0;
+}
+
+TEST_F(CompletionTest, OnePollRunsOneCallbackSoCountersNeverGoBelowZero) {
+  nbd_handle *h = h_.get();
+  FuseLikeDriver d;
+  std::atomic<bool> poll_failed{false};
+  std::thread ops([&] {
+    for (;;) {
+      {
+        std::unique_lock lock(d.count_mutex);
+        d.count_cv.wait(lock, [&] { return d.in_flight.load() > 0 || d.stop.load(); });
+        if (d.stop.load()) return;
+      }
+      while (d.in_flight.load() > 0) {
+        if (nbd_poll(h, 1000) == -1) {
+          poll_failed = true;
+          return;
+        }
+      }
+    }
+  });
+  constexpr int kWorkers = 3;
+  constexpr int kReads = 3000;
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; w++) {
+    workers.emplace_back([&, w] {
+      std::vector<uint8_t> buf(64 * 1024);
+      for (int i = 0; i < kReads && !poll_failed.load(); i++) {
+        CountedRead r;
+        std::pair<FuseLikeDriver *, CountedRead *> ud{&d, &r};
+        uint64_t offset = uint64_t((i * kWorkers + w) % 200) * buf.size();
+        int64_t cookie = nbd_aio_pread(h, buf.data(), buf.size(), offset,
+                                       nbd_completion_callback{counted_read_done, &ud, nullptr}, 0);
+        ASSERT_NE(cookie, -1) << nbd_get_error();
+        // nbdfuse's issuer may wait for its count mutex here, behind other threads;
+        // a pause makes callbacks overtake the count often, as they then do there.
+        if (i % 4 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        {
+          std::lock_guard lock(d.count_mutex);
+          d.in_flight++;
+        }
+        d.count_cv.notify_one();
+        std::unique_lock lock(r.m);
+        ASSERT_TRUE(r.cv.wait_for(lock, std::chrono::seconds(30), [&] { return r.done; }));
+        lock.unlock();
+        ASSERT_EQ(nbd_aio_command_completed(h, uint64_t(cookie)), 1) << nbd_get_error();
+      }
+    });
+  }
+  for (auto &t : workers) t.join();
+  {
+    std::lock_guard lock(d.count_mutex);
+    d.stop = true;
+  }
+  d.count_cv.notify_all();
+  ops.join();
+  EXPECT_FALSE(poll_failed.load()) << nbd_get_error();
+  EXPECT_EQ(d.below_one.load(), 0) << "callbacks that found no counted command in flight";
 }
 
 // libnbd(3), "Callbacks with int *error parameter": an assignment into *error counts only
