@@ -450,7 +450,7 @@ void Connection::finish_handed_off(CallbackBudget *budget) {
   CompletionList list;
   {
     std::lock_guard lock(handoff_mutex_);
-    while (Command *c = handoff_.pop()) list.push(c);
+    list.splice_front(handoff_);
     handoff_pending_.store(false, std::memory_order_release);
   }
   finish_completed(list, budget);
@@ -486,27 +486,32 @@ Status Connection::disconnect(bool abandon_pending) {
 
 void Connection::finish_completed(CompletionList &list, CallbackBudget *budget) {
   if (list.empty()) return;
-  // A command whose issuing call has not returned yet goes last, after waiting for that
-  // call: its issuer is only just back in the program then.
-  CompletionList issuing, left;
-  auto complete = [&](Command *c, bool wait) {
-    if (budget && budget->spent()) {
-      left.push(c);
-      return;
-    }
-    if (wait) wait_issued(c);
+  auto spent = [budget] { return budget && budget->spent(); };
+  auto complete = [&](Command *c) {
     bool calls_back = bool(c->completion);
     run_completion(c);
     if (budget && calls_back) budget->spend();
   };
-  while (Command *c = list.pop()) {
+  // Commands whose issuing call has not returned yet go last, so that a poll waits for
+  // an issuer only when nothing else is ready.  Once the budget is spent the rest is
+  // handed back unscanned.
+  CompletionList issuing;
+  while (!spent()) {
+    Command *c = list.pop();
+    if (!c) break;
     if (c->issuing.load(std::memory_order_acquire))
       issuing.push(c);
     else
-      complete(c, false);
+      complete(c);
   }
-  while (Command *c = issuing.pop()) complete(c, true);
-  if (!left.empty()) hand_back(left);
+  while (!spent()) {
+    Command *c = issuing.pop();
+    if (!c) break;
+    wait_issued(c);
+    complete(c);
+  }
+  list.splice_front(issuing);
+  if (!list.empty()) hand_back(list);
   notify_waiters();
 }
 

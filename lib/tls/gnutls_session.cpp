@@ -389,9 +389,10 @@ ssize_t GnutlsSession::send_records(const struct iovec *iov, int iovcnt, size_t 
   // it holds at this moment does not matter (libnbd, too, sends whatever a caller's
   // buffer holds when the socket takes it, and programs such as libnbd's own load
   // tests share one buffer between reads and writes in flight).
+  const size_t held = held_byte_ ? 1 : 0;
   {
     std::lock_guard lock(session_mutex_);
-    int f = flush_out(more || total > (held_byte_ ? 1 : 0));
+    int f = flush_out(more || total > held);
     if (f < 0)
       return fail_send_errno(errno);
     if (f == 0) {
@@ -399,7 +400,7 @@ ssize_t GnutlsSession::send_records(const struct iovec *iov, int iovcnt, size_t 
       return -1;
     }
   }
-  size_t sent = held_byte_ ? 1 : 0;
+  size_t sent = held;
   held_byte_ = false;
 
   // Then one record at a time, taking the lock per record so the receiving side

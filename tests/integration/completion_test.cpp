@@ -159,12 +159,6 @@ int ignored_chunk(void *, const void *, size_t, uint64_t, unsigned, int *error) 
 // that happen too, after the issuing call has released the handle) must not run in the
 // same nbd_poll as the callback that brought the count to zero: nbdfuse asserts the
 // count is at least one in every callback.  libnbd runs one reply per poll; so do we.
-struct CountedRead {
-  std::mutex m;
-  std::condition_variable cv;
-  bool done = false;
-};
-
 struct FuseLikeDriver {
   std::mutex count_mutex;
   std::condition_variable count_cv;
@@ -175,9 +169,9 @@ struct FuseLikeDriver {
 
 int counted_read_done(void *user_data, int *error) {
   (void)error;
-  auto *pair = static_cast<std::pair<FuseLikeDriver *, CountedRead *> *>(user_data);
+  auto *pair = static_cast<std::pair<FuseLikeDriver *, Signal *> *>(user_data);
   FuseLikeDriver *d = pair->first;
-  CountedRead *r = pair->second;
+  Signal *r = pair->second;
   std::lock_guard lock(r->m);
   if (d->in_flight.fetch_sub(1) < 1) d->below_one++;
   r->done = true;
@@ -211,8 +205,8 @@ TEST_F(CompletionTest, OnePollRunsOneCallbackSoCountersNeverGoBelowZero) {
     workers.emplace_back([&, w] {
       std::vector<uint8_t> buf(64 * 1024);
       for (int i = 0; i < kReads && !poll_failed.load(); i++) {
-        CountedRead r;
-        std::pair<FuseLikeDriver *, CountedRead *> ud{&d, &r};
+        Signal r;
+        std::pair<FuseLikeDriver *, Signal *> ud{&d, &r};
         uint64_t offset = uint64_t((i * kWorkers + w) % 200) * buf.size();
         int64_t cookie = nbd_aio_pread(h, buf.data(), buf.size(), offset,
                                        nbd_completion_callback{counted_read_done, &ud, nullptr}, 0);
