@@ -55,6 +55,7 @@ static enum verify opt_verify = V_PATTERN;
 static uint64_t opt_size = 65536;
 static unsigned opt_inflight = 16, opt_threads = 1;
 static double opt_seconds = 1.0;
+static double opt_warmup;        /* untimed run of the same workload first */
 static uint64_t opt_total_bytes; /* 0: run for opt_seconds */
 static uint64_t opt_working_set; /* 0: 2 x (in flight) x size, clamped to 4..16 MiB */
 static bool opt_header;
@@ -390,6 +391,7 @@ run_twothread (void)
   bool issuing = true;
 
   threaded = true;
+  atomic_store (&reader_stop, false);
   if (pipe (stop_pipe) == -1) { perror ("pipe"); exit (1); }
   if (pthread_create (&reader, NULL, reader_thread, NULL) != 0) {
     perror ("pthread_create");
@@ -438,17 +440,15 @@ run_twothread (void)
 
 /* ---- sync driver -------------------------------------------------------------------------- */
 
+/* One write and one read buffer per sync thread, allocated and faulted in once, so the
+ * timed run (after a warm-up, a second set of threads) does not pay for first touches. */
+static uint64_t **sync_wbufs, **sync_rbufs;
+
 static void *
 sync_thread (void *arg)
 {
-  uint64_t *wbuf = NULL, *rbuf = NULL;
-  (void) arg;
-
-  if (posix_memalign ((void **) &wbuf, 4096, opt_size) || posix_memalign ((void **) &rbuf, 4096, opt_size)) {
-    perror ("posix_memalign");
-    exit (1);
-  }
-  pattern_fill (wbuf, opt_size, 0, seed_b, true);
+  unsigned idx = (unsigned) (uintptr_t) arg;
+  uint64_t *wbuf = sync_wbufs[idx], *rbuf = sync_rbufs[idx];
 
   for (;;) {
     if (!keep_issuing ()) break;
@@ -470,8 +470,6 @@ sync_thread (void *arg)
     atomic_fetch_add (&done_requests, 1);
     atomic_fetch_add (&done_bytes, opt_size);
   }
-  free (wbuf);
-  free (rbuf);
   return NULL;
 }
 
@@ -481,10 +479,24 @@ run_sync (void)
   pthread_t *t = calloc (opt_threads, sizeof *t);
   if (!t) { perror ("calloc"); exit (1); }
   for (unsigned i = 0; i < opt_threads; i++)
-    if (pthread_create (&t[i], NULL, sync_thread, NULL) != 0) { perror ("pthread_create"); exit (1); }
+    if (pthread_create (&t[i], NULL, sync_thread, (void *) (uintptr_t) i) != 0) {
+      perror ("pthread_create");
+      exit (1);
+    }
   for (unsigned i = 0; i < opt_threads; i++)
     pthread_join (t[i], NULL);
   free (t);
+}
+
+static void
+run_driver (void)
+{
+  switch (opt_driver) {
+  case DRV_CLASSIC: run_classic (false); break;
+  case DRV_POLL: run_classic (true); break;
+  case DRV_TWOTHREAD: run_twothread (); break;
+  case DRV_SYNC: run_sync (); break;
+  }
 }
 
 /* ---- setup, final check, report ------------------------------------------------------------ */
@@ -560,6 +572,8 @@ usage (FILE *f)
 "  -t, --threads N         threads for the sync driver (default 1)\n"
 "  -T, --seconds S         run duration (default 1.0)\n"
 "  -B, --bytes N           run until N bytes were issued instead of for a duration\n"
+"  -W, --warmup S          first run the same workload for S seconds, untimed (default 0):\n"
+"                          server threads, socket buffers and caches settle before timing\n"
 "  -w, --working-set N     bytes of the export used (default: 2 x in-flight x size,\n"
 "                          at least 4m, at most 16m; it is prefilled before each run)\n"
 "  -V, --verify pattern|zero|none  pattern: server keeps data (memory, qemu-nbd);\n"
@@ -615,6 +629,7 @@ main (int argc, char *argv[])
     { "threads", required_argument, NULL, 't' },
     { "seconds", required_argument, NULL, 'T' },
     { "bytes", required_argument, NULL, 'B' },
+    { "warmup", required_argument, NULL, 'W' },
     { "working-set", required_argument, NULL, 'w' },
     { "verify", required_argument, NULL, 'V' },
     { "label", required_argument, NULL, 'l' },
@@ -624,7 +639,7 @@ main (int argc, char *argv[])
     { NULL, 0, NULL, 0 },
   };
   int c;
-  while ((c = getopt_long (argc, argv, "u:s:d:o:b:q:t:T:B:w:V:l:Hh", longopts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "u:s:d:o:b:q:t:T:B:W:w:V:l:Hh", longopts, NULL)) != -1) {
     switch (c) {
     case 'u': opt_uri = optarg; break;
     case 's': opt_socket = optarg; break;
@@ -634,6 +649,7 @@ main (int argc, char *argv[])
     case 'q': opt_inflight = (unsigned) parse_size (optarg); break;
     case 't': opt_threads = (unsigned) parse_size (optarg); break;
     case 'T': opt_seconds = atof (optarg); break;
+    case 'W': opt_warmup = atof (optarg); break;
     case 'B': opt_total_bytes = parse_size (optarg); break;
     case 'w': opt_working_set = parse_size (optarg); break;
     case 'V': opt_verify = lookup (optarg, verify_names, 3, "verify mode"); break;
@@ -703,14 +719,43 @@ main (int argc, char *argv[])
   unsigned threads_used = opt_driver == DRV_SYNC ? opt_threads : opt_driver == DRV_TWOTHREAD ? 2 : 1;
   unsigned inflight_used = opt_driver == DRV_SYNC ? opt_threads : opt_inflight;
 
+  if (opt_driver == DRV_SYNC) {
+    sync_wbufs = calloc (opt_threads, sizeof *sync_wbufs);
+    sync_rbufs = calloc (opt_threads, sizeof *sync_rbufs);
+    if (!sync_wbufs || !sync_rbufs) { perror ("calloc"); return 1; }
+    for (unsigned i = 0; i < opt_threads; i++) {
+      if (posix_memalign ((void **) &sync_wbufs[i], 4096, opt_size)
+          || posix_memalign ((void **) &sync_rbufs[i], 4096, opt_size)) {
+        perror ("posix_memalign");
+        return 1;
+      }
+      pattern_fill (sync_wbufs[i], opt_size, 0, seed_b, true);
+      memset (sync_rbufs[i], 0, opt_size);
+    }
+  }
+
+  if (opt_warmup > 0) {
+    /* Same workload, same verification; only its counters are thrown away. */
+    uint64_t total = opt_total_bytes;
+    double secs = opt_seconds;
+    opt_total_bytes = 0;
+    opt_seconds = opt_warmup;
+    clock_gettime (CLOCK_MONOTONIC, &t_start);
+    run_driver ();
+    if (atomic_load (&io_failed)) return 1;
+    opt_total_bytes = total;
+    opt_seconds = secs;
+    atomic_store (&done_requests, 0);
+    atomic_store (&done_bytes, 0);
+    atomic_store (&issued_requests, 0);
+    atomic_store (&issued_bytes, 0);
+    atomic_store (&first_write_off, -1);
+    atomic_store (&last_write_off, -1);
+  }
+
   double cpu0 = cpu_seconds ();
   clock_gettime (CLOCK_MONOTONIC, &t_start);
-  switch (opt_driver) {
-  case DRV_CLASSIC: run_classic (false); break;
-  case DRV_POLL: run_classic (true); break;
-  case DRV_TWOTHREAD: run_twothread (); break;
-  case DRV_SYNC: run_sync (); break;
-  }
+  run_driver ();
   double secs = now_since (&t_start);
   double cpu = cpu_seconds () - cpu0;
 

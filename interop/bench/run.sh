@@ -24,6 +24,9 @@ usage: interop/bench/run.sh [options]
   --no-doc         measure and print the summary, but leave docs/ alone
   --results DIR    where raw results go (default: build-bench/results-<time>)
   --wait-quiet S   first wait up to S seconds for the 1-minute load average to drop below 1
+  --warmup S       untimed warm-up of each run's workload before timing (default 0.03 x scale)
+  --pin-server     run every server thread on CPU 0, the client free (default: no pinning;
+                   see docs/performance.md for what pinning changes)
 Library A is the system library, B is ours; both are loaded by the same binary through
 LD_LIBRARY_PATH, runs alternate A B A B per point. Pointing --ours at the system library
 is the harness check: every ratio should then be close to 1.0.
@@ -40,6 +43,8 @@ png=$repo/docs/performance-ratio.png
 write_doc=1
 results=
 wait_quiet=0
+warmup=
+pin=0
 while [ $# -gt 0 ]; do
   case $1 in
     --ours) ours=$2; shift 2 ;;
@@ -56,11 +61,14 @@ while [ $# -gt 0 ]; do
     --no-doc) write_doc=0; shift ;;
     --results) results=$2; shift 2 ;;
     --wait-quiet) wait_quiet=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --pin-server) pin=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 
+[ -n "$warmup" ] || warmup=$(awk -v b="$scale" 'BEGIN { printf "%.3f", 0.03 * b }')
 t_begin=$(date +%s)
 log() { printf '[%4ds] %s\n' $(( $(date +%s) - t_begin )) "$*" >&2; }
 
@@ -134,13 +142,22 @@ wait_socket() {
   exit 1
 }
 
+# --pin-server: servers on CPU 0 (when there is more than one and taskset exists), so the
+# client and the server do not swap places between runs; the client may use every CPU.
+server_cpu=()
+if [ $pin = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c 0)
+else
+  pin=0
+fi
+
 start_servers() {
-  nbdkit -f --exit-with-parent -U "$tmp/null.sock" null 1G &
+  "${server_cpu[@]}" nbdkit -f --exit-with-parent -U "$tmp/null.sock" null 1G &
   server_pids+=($!)
-  nbdkit -f --exit-with-parent -U "$tmp/memory.sock" memory 1G &
+  "${server_cpu[@]}" nbdkit -f --exit-with-parent -U "$tmp/memory.sock" memory 1G &
   server_pids+=($!)
   # Enough server threads that 32 synchronous callers really have 32 requests sleeping at once.
-  nbdkit -f --exit-with-parent --threads 64 -U "$tmp/delay.sock" --filter=delay memory 1G \
+  "${server_cpu[@]}" nbdkit -f --exit-with-parent --threads 64 -U "$tmp/delay.sock" --filter=delay memory 1G \
     delay-read=1ms delay-write=1ms &
   server_pids+=($!)
   wait_socket "$tmp/null.sock"
@@ -148,7 +165,7 @@ start_servers() {
   wait_socket "$tmp/delay.sock"
   if [ $quick = 0 ]; then
     truncate -s 256M "$tmp/disk.img"
-    qemu-nbd -f raw -t -k "$tmp/qemu.sock" "$tmp/disk.img" 2>"$tmp/qemu-nbd.log" &
+    "${server_cpu[@]}" qemu-nbd -f raw -t -k "$tmp/qemu.sock" "$tmp/disk.img" 2>"$tmp/qemu-nbd.log" &
     server_pids+=($!)
     wait_socket "$tmp/qemu.sock"
   fi
@@ -162,7 +179,8 @@ failures=0
 one_run() { # server side rep seconds driver op size inflight
   local server=$1 side=$2 rep=$3 secs=$4 driver=$5 op=$6 size=$7 q=$8 verify=pattern line rc
   [ "$server" = null ] && verify=zero
-  local args=(-s "$tmp/$server.sock" -V "$verify" -l "$server" -d "$driver" -o "$op" -b "$size" -T "$secs")
+  local args=(-s "$tmp/$server.sock" -V "$verify" -l "$server" -d "$driver" -o "$op" -b "$size" -T "$secs"
+              -W "$warmup")
   if [ "$driver" = sync ]; then args+=(-t "$q"); else args+=(-q "$q"); fi
   rc=0
   # A hung library must not stall the matrix: runs take well under a second, even on a busy
@@ -223,6 +241,8 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
   echo "mode=$mode"
   echo "reps=$reps"
   echo "scale=$scale"
+  echo "warmup=$warmup"
+  echo "servers_pinned=$( [ $pin = 1 ] && echo 'CPU 0' || echo no)"
   echo "ours=$(readlink -f "$ours_file") (sha256 $(sha256sum "$libdirs/ours/libnbd.so.0" | cut -c1-12))"
   echo "system=$(readlink -f "$system") (sha256 $(sha256sum "$libdirs/system/libnbd.so.0" | cut -c1-12))"
   echo "ours_reports=$(cut -f1,2 "$results/preflight-B.txt" | tr '\t' ' ')"
@@ -235,7 +255,7 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
   echo "nbdkit=$(nbdkit --version | head -1)"
   echo "qemu_nbd=$(qemu-nbd --version | head -1)"
   echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "command=interop/bench/run.sh$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale") --ours $ours"
+  echo "command=interop/bench/run.sh$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale")$( [ $pin = 1 ] && echo ' --pin-server') --ours $ours"
 } >"$results/meta.txt"
 
 # ---- the matrix ----
