@@ -138,6 +138,11 @@ uint64_t CommandTable::first_done() {
   return done_head_ ? done_head_->cookie : 0;
 }
 
+size_t CommandTable::awaiting_reply() const {
+  std::lock_guard lock(mutex_);
+  return in_flight_.size();
+}
+
 int CommandTable::in_flight() const {
   std::lock_guard lock(mutex_);
   return int(in_flight_.size() + completing_.size() + running_.size());

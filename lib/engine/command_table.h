@@ -50,6 +50,8 @@ public:
 
   // In flight or completing, as libnbd counts a command until its callback has returned.
   int in_flight() const;
+  // Only those whose reply has not been read completely yet.
+  size_t awaiting_reply() const;
 
   std::mutex &mutex() { return mutex_; }
 

@@ -63,9 +63,14 @@ Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &b
   }
   if (r == 0) return make_error(0, "");  // end of stream, told apart by errnum 0
   drained_ = size_t(r) < len;
+  received_ = true;
   tail_ += size_t(r);
   bytes_received += uint64_t(r);
   return true;
+}
+
+bool ReplyReader::nothing_awaited(const transport::Transport &t, const CommandTable &table) const {
+  return received_ && !t.pending_read() && table.awaiting_reply() == 0;
 }
 
 size_t ReplyReader::header_cap() const {
@@ -87,6 +92,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
                                              CompletionList &finished, uint64_t &bytes_received,
                                              uint64_t &chunks_received) {
   drained_ = false;  // the caller was told the socket is readable
+  received_ = false;
   for (;;) {
     switch (step_) {
       case Step::Header: {
@@ -103,6 +109,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
         }
         if (avail() < need) {
           if (socket_drained(t)) return Outcome::Blocked;
+          if (avail() == 0 && nothing_awaited(t, table)) return Outcome::Blocked;
           auto r = fill(t, need, bytes_received, header_cap());
           if (!r) {
             if (r.error().errnum == 0) {
@@ -151,6 +158,8 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
             return errno_error("recv");
           }
           if (r == 0) return protocol_error("server closed the connection in the middle of a reply");
+          received_ = true;
+          drained_ = uint64_t(r) < data_left_;
           bytes_received += uint64_t(r);
           data_left_ -= uint64_t(r);
           continue;

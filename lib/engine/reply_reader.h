@@ -78,6 +78,12 @@ private:
   // The caller polls again instead (level-triggered, so nothing that arrives is missed).
   bool drained_ = false;
   bool socket_drained(const transport::Transport &t) const { return drained_ && !t.pending_read(); }
+  // This run has received something, and no command awaits a reply: the socket holds
+  // nothing we expect, so asking it again would only say EAGAIN (after a large payload
+  // that filled the last recv exactly, 1 in flight: one system call per request). The
+  // first recv of a run is always made, so an end of stream is never missed.
+  bool received_ = false;
+  bool nothing_awaited(const transport::Transport &t, const CommandTable &table) const;
 
   Step step_ = Step::Header;
   std::atomic<bool> mid_reply_{false};
