@@ -319,14 +319,17 @@ Matrix (full): servers null, memory, qemu-nbd × ops read, write, mixed (50/50) 
 4 KiB, 64 KiB, 256 KiB, 1 MiB × 1, 16, 64 in flight × the four drivers; plus the latency case
 (1 ms delay, 64 KiB, drivers `twothread` and `sync` with N = 8 and 32). Quick: null and memory,
 read and mixed, 4 KiB and 256 KiB, 1/16/64, plus the latency case for mixed. Runs last 0.1–0.25 s
-each: the full matrix is 2664 runs with about 320 s of measuring plus about 0.05 s of process
-start, connection and prefill per run, i.e. 7–8 minutes on a quiet 2-core machine (quick:
-600 runs, about 2 minutes). Other work on the machine stretches that (every run, and every
-wake-up inside a run, waits for a core): at a load average of 15–25 from other jobs the full
-matrix took 33 minutes and the quick one 5–7. Such load also scatters single runs by a factor
-of two or more; the A B alternation spreads it evenly over both sides and the medians, the
-best-run ratio and the per-driver geometric means absorb part of it, but only a run on a quiet
-machine (`--wait-quiet 600` waits for one) gives per-point ratios to hold a library to.
+each, after an untimed warm-up of 0.03 s with the same workload (`nbd_bench -W`: server threads,
+socket buffers and caches settle first): the full matrix is 2664 runs with about 320 s of
+measuring, 80 s of warm-up and about 0.05 s of process start, connection and prefill per run,
+i.e. 9–10 minutes on a quiet 2-core machine (quick: 600 runs, about 3 minutes). Other work on
+the machine stretches that (every run, and every wake-up inside a run, waits for a core): at a
+load average of 15–25 from other jobs the full matrix took 33 minutes and the quick one 5–7.
+Such load also scatters single runs by a factor of two or more, and so does the scheduler
+alone: whether client and server share a core or not changes a latency-bound run up to 3× (see
+"Where the noise comes from" below). The A B alternation spreads both evenly over the two sides
+and the medians, the best-run ratio and the per-driver geometric means absorb part of it; single
+points of a 3-run median still move by ±20 % between runs of the matrix.
 
 ## Targets
 
