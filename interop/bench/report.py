@@ -35,6 +35,7 @@ ratios only show how much the harness itself scatters, and its target table says
 | two-thread driver, mixed 256 KiB, 16 and 64 in flight: ratio ≥ 1.3 | twothread / mixed / 256 KiB / 16, 64 |
 | 8 and 32 synchronous threads, server with 1 ms delay: ratio ≥ 4.0 | delay / sync / 8, 32 |
 | no point below 0.98 | every point |
+| client CPU per GiB moved never more than libnbd's | every point |
 | 4 KiB, 64 in flight, classic loop: client CPU per request ≤ 0.5 × libnbd's, and ≥ 1.5 × its requests/s | classic / 4 KiB / 64 |
 
 CPU per request at 1 and 16 in flight is in the tables too, but the target is set at 64.
@@ -143,6 +144,12 @@ def targets(points, evaluated):
     below = [p for p in points if p["ratio"] is None or p["ratio"] < 0.98]
     rows.append(("no point below 0.98", f"{len(points)} points",
                  f"{len(below)} below (or failed)", status(not below)))
+    both = [(p["A"]["cpu_s_per_gib"], p["B"]["cpu_s_per_gib"]) for p in points
+            if p["A"] and p["B"] and p["A"]["cpu_s_per_gib"] > 0]
+    higher = sum(1 for a, b in both if b > a)
+    much = sum(1 for a, b in both if b > 1.1 * a)
+    rows.append(("client CPU per GiB never above libnbd's", f"{len(both)} points",
+                 f"{higher} above ({much} by more than 10 %)", status(higher == 0)))
     for p in points:
         server, driver, op, size, q = p["key"]
         if driver == "classic" and size == 4096 and q == 64:
