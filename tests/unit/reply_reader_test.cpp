@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Tests for lib/engine/reply_reader: which recv calls a reader run makes on a scripted stream.
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -14,6 +14,7 @@
 #include "engine/reply_reader.h"
 #include "transport/transport.h"
 #include "wire/protocol.h"
+#include "wire/reply.h"
 
 namespace duplexnbd {
 namespace {
@@ -54,18 +55,13 @@ private:
   size_t pos_ = 0;
 };
 
-void put_be32(std::vector<uint8_t> &v, uint32_t x) {
-  for (int i = 3; i >= 0; i--) v.push_back(uint8_t(x >> (8 * i)));
-}
-void put_be64(std::vector<uint8_t> &v, uint64_t x) {
-  for (int i = 7; i >= 0; i--) v.push_back(uint8_t(x >> (8 * i)));
-}
-
 // A simple reply carrying `len` bytes of read data, every byte `fill`.
 void simple_read_reply(std::vector<uint8_t> &v, uint64_t cookie, size_t len, uint8_t fill) {
-  put_be32(v, wire::kSimpleReplyMagic);
-  put_be32(v, 0);
-  put_be64(v, cookie);
+  wire::SimpleReply reply;
+  reply.cookie = cookie;
+  uint8_t header[wire::kSimpleReplySize];
+  ASSERT_EQ(wire::encode_simple_reply(header, reply), sizeof header);
+  v.insert(v.end(), header, header + sizeof header);
   v.insert(v.end(), len, fill);
 }
 
@@ -73,7 +69,6 @@ struct Reads {
   CommandTable table;
   ReplyReader reader;
   std::vector<std::vector<uint8_t>> buffers;
-  std::vector<Command *> commands;
 
   Reads() { reader.configure(Negotiated{}); }  // simple replies only
   ~Reads() {
@@ -87,7 +82,6 @@ struct Reads {
     c->count = len;
     c->read_buf = buffers.back().data();
     c->refs.store(1);  // the reader's only: the request counts as sent
-    commands.push_back(c);
     return table.add(c);
   }
   Result<ReplyReader::Outcome> run(ScriptedStream &s) {
