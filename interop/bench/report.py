@@ -219,8 +219,10 @@ def section(meta, points, sockpair, run_key):
              f"sockets, the qemu-nbd image on tmpfs")
     if "servers_pinned" in meta:
         pinned = meta["servers_pinned"]
-        L.append(f"- Server threads pinned: {pinned}"
-                 + (" (the client is free to use every CPU)" if pinned != "no" else "")
+        client = meta.get("client_pinned", "no")
+        L.append(f"- Server threads pinned: {pinned}; client threads pinned: {client}"
+                 + (" (the client is free to use every CPU)" if pinned != "no" and client == "no"
+                    else "")
                  + f"; each run first warms up untimed for {meta.get('warmup', '?')} s")
     L.append("")
 

@@ -27,6 +27,8 @@ usage: interop/bench/run.sh [options]
   --warmup S       untimed warm-up of each run's workload before timing (default 0.03 x scale)
   --pin-server     run every server thread on CPU 0, the client free (default: no pinning;
                    see docs/performance.md for what pinning changes)
+  --pin-client     run the benchmark (every client thread) on CPU 1; with --pin-server the
+                   scheduler's placement, the largest source of noise here, is fixed
 Library A is the system library, B is ours; both are loaded by the same binary through
 LD_LIBRARY_PATH, runs alternate A B A B per point. Pointing --ours at the system library
 is the harness check: every ratio should then be close to 1.0.
@@ -45,6 +47,7 @@ results=
 wait_quiet=0
 warmup=
 pin=0
+pin_client=0
 while [ $# -gt 0 ]; do
   case $1 in
     --ours) ours=$2; shift 2 ;;
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
     --wait-quiet) wait_quiet=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --pin-server) pin=1; shift ;;
+    --pin-client) pin_client=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -150,6 +154,12 @@ if [ $pin = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
 else
   pin=0
 fi
+client_cpu=()
+if [ $pin_client = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  client_cpu=(taskset -c 1)
+else
+  pin_client=0
+fi
 
 start_servers() {
   "${server_cpu[@]}" nbdkit -f --exit-with-parent -U "$tmp/null.sock" null 1G &
@@ -185,7 +195,7 @@ one_run() { # server side rep seconds driver op size inflight
   rc=0
   # A hung library must not stall the matrix: runs take well under a second, even on a busy
   # machine a few; past 15 s the run counts as failed.
-  line=$(LD_LIBRARY_PATH=$(dir_for "$side") timeout 15 "$bench" "${args[@]}" 2>>"$results/stderr.log") || rc=$?
+  line=$(LD_LIBRARY_PATH=$(dir_for "$side") timeout 15 "${client_cpu[@]}" "$bench" "${args[@]}" 2>>"$results/stderr.log") || rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then
     failures=$((failures + 1))
     echo "FAIL rc=$rc: side $side: $bench ${args[*]}" >>"$results/stderr.log"
@@ -243,6 +253,7 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
   echo "scale=$scale"
   echo "warmup=$warmup"
   echo "servers_pinned=$( [ $pin = 1 ] && echo 'CPU 0' || echo no)"
+  echo "client_pinned=$( [ $pin_client = 1 ] && echo 'CPU 1' || echo no)"
   echo "ours=$(readlink -f "$ours_file") (sha256 $(sha256sum "$libdirs/ours/libnbd.so.0" | cut -c1-12))"
   echo "system=$(readlink -f "$system") (sha256 $(sha256sum "$libdirs/system/libnbd.so.0" | cut -c1-12))"
   echo "ours_reports=$(cut -f1,2 "$results/preflight-B.txt" | tr '\t' ' ')"
@@ -255,7 +266,7 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
   echo "nbdkit=$(nbdkit --version | head -1)"
   echo "qemu_nbd=$(qemu-nbd --version | head -1)"
   echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "command=interop/bench/run.sh$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale")$( [ $pin = 1 ] && echo ' --pin-server') --ours $ours"
+  echo "command=interop/bench/run.sh$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale")$( [ $pin = 1 ] && echo ' --pin-server')$( [ $pin_client = 1 ] && echo ' --pin-client') --ours $ours"
 } >"$results/meta.txt"
 
 # ---- the matrix ----
