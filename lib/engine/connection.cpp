@@ -394,32 +394,14 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
   hand_off(finished);
   // Even a hand-off is not enough on its own: another thread could take it over before
-  // this call has returned.  Its callbacks wait for this (Connection::wait_issued).
-  end_issuing(c);
+  // this call has returned.  Its callbacks wait for this (IssueGate).
+  issue_gate_.open(c);
   if (!s) {
     fail(s.error());
     return cookie;
   }
   if (left_pending) wake_pollers();
   return cookie;
-}
-
-void Connection::end_issuing(Command *c) {
-  // After this store the command may be completed and freed: only the connection's own
-  // members are touched below.  seq_cst pairs with wait_issued's count-then-check.
-  c->issuing.store(false, std::memory_order_seq_cst);
-  if (issuing_waiters_.load(std::memory_order_seq_cst) > 0) {
-    { std::lock_guard lock(issuing_mutex_); }
-    issuing_cv_.notify_all();
-  }
-}
-
-void Connection::wait_issued(Command *c) {
-  if (!c->issuing.load(std::memory_order_acquire)) return;
-  std::unique_lock lock(issuing_mutex_);
-  issuing_waiters_.fetch_add(1, std::memory_order_seq_cst);
-  while (c->issuing.load(std::memory_order_seq_cst)) issuing_cv_.wait(lock);
-  issuing_waiters_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Connection::hand_off(CompletionList &list) {
@@ -507,7 +489,7 @@ void Connection::finish_completed(CompletionList &list, CallbackBudget *budget) 
   while (!spent()) {
     Command *c = issuing.pop();
     if (!c) break;
-    wait_issued(c);
+    issue_gate_.wait(c);
     complete(c);
   }
   list.splice_front(issuing);

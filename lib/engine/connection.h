@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "engine/command.h"
 #include "engine/command_table.h"
+#include "engine/issue_gate.h"
 #include "engine/negotiated.h"
 #include "engine/reply_reader.h"
 #include "engine/request_writer.h"
@@ -147,8 +148,6 @@ private:
   Status read_side(CallbackBudget *budget);
   Status write_side(CallbackBudget *budget);
   void run_completion(Command *c);
-  void end_issuing(Command *c);
-  void wait_issued(Command *c);
   void notify_waiters();
 
   Handle &h_;
@@ -164,8 +163,9 @@ private:
   Negotiated negotiated_;
 
   CommandTable table_;
+  IssueGate issue_gate_;  // callbacks wait here for their issuing call to return
   RequestWriter writer_;
-  ReplyReader reader_;
+  ReplyReader reader_{issue_gate_};
   std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
   std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
   std::atomic<bool> leader_polling_{false};
@@ -174,10 +174,6 @@ private:
   std::mutex handoff_mutex_;
   CompletionList handoff_;                     // guarded by handoff_mutex_
   std::atomic<bool> handoff_pending_{false};
-  // Completions waiting for their issuing call to return (Command::issuing).
-  std::mutex issuing_mutex_;
-  std::condition_variable issuing_cv_;
-  std::atomic<int> issuing_waiters_{0};
   mutable std::mutex fatal_mutex_;
   Error fatal_;
 

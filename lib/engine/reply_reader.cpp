@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "engine/command_table.h"
+#include "engine/issue_gate.h"
 #include "libnbd.h"
 #include "wire/protocol.h"
 
@@ -29,7 +30,7 @@ Error protocol_error(const char *what) { return make_error(EPROTO, what); }
 
 }  // namespace
 
-ReplyReader::ReplyReader() : buf_(new uint8_t[kBufferSize]) {}
+ReplyReader::ReplyReader(IssueGate &gate) : gate_(gate), buf_(new uint8_t[kBufferSize]) {}
 
 void ReplyReader::configure(const Negotiated &n) {
   structured_ = n.structured_replies;
@@ -307,6 +308,7 @@ void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
   if (data_dst_) {
     c->data_seen += data_len_;
     if (c->chunk) {
+      gate_.wait(c);
       int err = c->error;
       if (c->chunk(static_cast<const void *>(data_dst_), size_t(data_len_), data_offset_,
                    unsigned(LIBNBD_READ_DATA), &err) == -1)
@@ -334,6 +336,7 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
       memset(dst, 0, hole->length);
       c->data_seen += hole->length;
       if (c->chunk) {
+        gate_.wait(c);
         int err = c->error;
         if (c->chunk(static_cast<const void *>(dst), size_t(hole->length), hole->offset,
                      unsigned(LIBNBD_READ_HOLE), &err) == -1)
@@ -355,6 +358,7 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
       int err = wire::errno_of_nbd_error(e->error);
       if (err == 0) err = EPROTO;  // an error chunk must carry an error
       if (e->offset && c->type == wire::kCmdRead && c->chunk) {
+        gate_.wait(c);
         int cb_err = err;
         if (*e->offset >= c->offset && *e->offset - c->offset <= c->count) {
           uint8_t *at = static_cast<uint8_t *>(c->read_buf) + (*e->offset - c->offset);
@@ -393,6 +397,7 @@ void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs) {
     }
     end += len;
   }
+  if (c->extent64 || c->extent) gate_.wait(c);
   if (c->extent64) {
     std::vector<nbd_extent> entries(n);
     for (size_t i = 0; i < n; i++) {

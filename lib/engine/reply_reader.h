@@ -18,10 +18,12 @@
 namespace duplexnbd {
 
 class CommandTable;
+class IssueGate;
 
 class ReplyReader {
 public:
-  ReplyReader();
+  // Chunk and extent callbacks wait at `gate` for their command's issuing call.
+  explicit ReplyReader(IssueGate &gate);
 
   // Guards the parse state and the socket's receiving side.
   std::mutex mutex;
@@ -62,6 +64,7 @@ private:
   void deliver_block_status(const wire::BlockStatusChunk &bs);
   const char *context_name(uint32_t id) const;
 
+  IssueGate &gate_;
   bool structured_ = false;
   bool extended_ = false;
   std::vector<MetaContext> contexts_;

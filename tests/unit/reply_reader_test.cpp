@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// Tests for lib/engine/reply_reader: which recv calls a reader run makes on a scripted stream.
+// Tests for lib/engine/reply_reader: which recv calls a reader run makes on a scripted stream,
+// and that chunk and extent callbacks wait for their command's issuing call.
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <future>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "engine/command.h"
 #include "engine/command_table.h"
+#include "engine/issue_gate.h"
 #include "engine/negotiated.h"
 #include "engine/reply_reader.h"
 #include "transport/transport.h"
@@ -67,21 +73,27 @@ void simple_read_reply(std::vector<uint8_t> &v, uint64_t cookie, size_t len, uin
 
 struct Reads {
   CommandTable table;
-  ReplyReader reader;
+  IssueGate gate;
+  ReplyReader reader{gate};
   std::vector<std::vector<uint8_t>> buffers;
 
-  Reads() { reader.configure(Negotiated{}); }  // simple replies only
+  explicit Reads(bool structured = false) {
+    Negotiated n;
+    n.structured_replies = structured;
+    reader.configure(n);
+  }
   ~Reads() {
     // Whatever completed is no longer the table's; the rest it deletes itself.
     for (Command *c : done) delete c;
   }
-  uint64_t add_read(size_t len) {
+  uint64_t add_read(size_t len, Command **out = nullptr) {
     buffers.emplace_back(len, 0);
     auto *c = new Command;
     c->type = wire::kCmdRead;
     c->count = len;
     c->read_buf = buffers.back().data();
     c->refs.store(1);  // the reader's only: the request counts as sent
+    if (out) *out = c;
     return table.add(c);
   }
   Result<ReplyReader::Outcome> run(ScriptedStream &s) {
@@ -167,6 +179,70 @@ TEST(ReplyReaderRecvs, UnexpectedBytesWithNothingAwaitedAreStillAProtocolError) 
   simple_read_reply(s.bytes, 42, 0, 0);
   auto r = reads.run(s);
   EXPECT_FALSE(r);
+}
+
+// ---- chunk callbacks and the issuing call ------------------------------------------
+
+// A structured read reply: one data chunk carrying `len` bytes of `fill`, flagged done.
+void structured_data_reply(std::vector<uint8_t> &v, uint64_t cookie, uint64_t offset, size_t len,
+                           uint8_t fill) {
+  wire::ReplyChunkHeader h;
+  h.flags = wire::kReplyFlagDone;
+  h.type = wire::kReplyTypeOffsetData;
+  h.cookie = cookie;
+  h.length = wire::kOffsetDataPrefixSize + len;
+  uint8_t header[64];
+  size_t n = wire::encode_structured_chunk_header(header, h);
+  ASSERT_GT(n, 0u);
+  v.insert(v.end(), header, header + n);
+  uint8_t prefix[wire::kOffsetDataPrefixSize];
+  ASSERT_EQ(wire::encode_offset_data_prefix(prefix, offset), sizeof prefix);
+  v.insert(v.end(), prefix, prefix + sizeof prefix);
+  v.insert(v.end(), len, fill);
+}
+
+std::atomic<int> chunks_seen{0};
+int count_chunk(void *, const void *, size_t, uint64_t, unsigned, int *) {
+  chunks_seen++;
+  return 0;
+}
+
+TEST(ReplyReaderCallbacks, ChunkCallbackWaitsForTheIssuingCall) {
+  // Another thread reads the reply while the aio call that issued the command has not
+  // returned: with libnbd's handle lock no callback could run then, and programs rely on
+  // having the cookie before any callback of its command.
+  Reads reads(true);
+  ScriptedStream s;
+  Command *c = nullptr;
+  uint64_t cookie = reads.add_read(4096, &c);
+  c->chunk = ChunkCallback(nbd_chunk_callback{count_chunk, nullptr, nullptr});
+  c->issuing.store(true);
+  structured_data_reply(s.bytes, cookie, 0, 4096, 0x33);
+  chunks_seen = 0;
+  auto run = std::async(std::launch::async, [&] { return reads.run(s); });
+  EXPECT_EQ(run.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
+      << "the reader did not wait for the issuing call";
+  EXPECT_EQ(chunks_seen.load(), 0);
+  reads.gate.open(c);
+  auto r = run.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(chunks_seen.load(), 1);
+  ASSERT_EQ(reads.done.size(), 1u);
+  EXPECT_EQ(reads.buffers[0], std::vector<uint8_t>(4096, 0x33));
+}
+
+TEST(ReplyReaderCallbacks, NoWaitOnceTheIssuingCallHasReturned) {
+  Reads reads(true);
+  ScriptedStream s;
+  Command *c = nullptr;
+  uint64_t cookie = reads.add_read(4096, &c);
+  c->chunk = ChunkCallback(nbd_chunk_callback{count_chunk, nullptr, nullptr});
+  structured_data_reply(s.bytes, cookie, 0, 4096, 0x44);
+  chunks_seen = 0;
+  auto r = reads.run(s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(chunks_seen.load(), 1);
+  EXPECT_EQ(reads.done.size(), 1u);
 }
 
 }  // namespace
