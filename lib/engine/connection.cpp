@@ -400,7 +400,7 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
     fail(s.error());
     return cookie;
   }
-  if (left_pending) wake_pollers();
+  if (left_pending) wake_for_write();
   return cookie;
 }
 
@@ -631,6 +631,19 @@ void Connection::wake_pollers() {
   if (leader_polling_.load(std::memory_order_relaxed) && leader_wakeup_) leader_wakeup_->signal();
 }
 
+void Connection::wake_for_write() {
+  if (wakeup_) wakeup_->signal();
+  // As wake_pollers.  The leader clears leader_polls_write_ before its own read-modify-
+  // write of each poll round and sets it only once the round's direction included WRITE:
+  // so either we see this round's flag (false: we wake it; true: its poll has POLLOUT), or
+  // the leader's round comes after ours and its direction sees our queued request.  A
+  // leader that leaves hands over to a successor whose first round is such a round too.
+  order_point_.fetch_add(0, std::memory_order_acq_rel);
+  if (leader_polling_.load(std::memory_order_relaxed) &&
+      !leader_polls_write_.load(std::memory_order_relaxed) && leader_wakeup_)
+    leader_wakeup_->signal();
+}
+
 void Connection::notify_waiters() {
   // Orders what the caller just published (a command's outcome, a state) before the
   // check, against a waiter that registers (an RMW on waiters_ too) and then checks its
@@ -654,6 +667,10 @@ void Connection::notify_waiters() {
 }
 
 Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
+  if (leader) {
+    leader_polls_write_.store(false, std::memory_order_relaxed);
+    order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_for_write
+  }
   unsigned dir = direction();
   int sock = fd();
   if (dir == 0 || sock < 0) {
@@ -692,6 +709,8 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
     extra_index = n;
     fds[n++] = {extra_fd, POLLIN, 0};
   }
+  if (leader && (dir & LIBNBD_AIO_DIRECTION_WRITE))
+    leader_polls_write_.store(true, std::memory_order_relaxed);
   int r = ::poll(fds, nfds_t(n), timeout_ms);
   if (r < 0) {
     if (errno == EINTR) return 0;

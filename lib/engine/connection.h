@@ -110,6 +110,8 @@ public:
 
   // Wakes a thread blocked in poll inside the library.
   void wake_pollers();
+  // The same, for a request left queued: the leader is only woken if its poll lacks POLLOUT.
+  void wake_for_write();
 
   // The error that killed the connection, for blocking callers to report.
   Error fatal_error() const;
@@ -169,6 +171,9 @@ private:
   std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
   std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
   std::atomic<bool> leader_polling_{false};
+  // The leader's current poll includes POLLOUT, so a newly queued request needs no
+  // wake-up: the socket's writability reaches the leader anyway (see wake_for_write).
+  std::atomic<bool> leader_polls_write_{false};
   std::atomic<unsigned> order_point_{0};  // orders wake_pollers against a new leader
   mutable std::atomic<bool> write_observed_{false};
   std::mutex handoff_mutex_;
