@@ -400,7 +400,7 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
     fail(s.error());
     return cookie;
   }
-  if (left_pending) wake_for_write();
+  if (left_pending) wake_pollers(Wake::QueuedWrite);
   return cookie;
 }
 
@@ -621,27 +621,21 @@ void Connection::reap_dead() {
 // ---------------------------------------------------------------------------
 // Waiting.
 
-void Connection::wake_pollers() {
+void Connection::wake_pollers(Wake why) {
   if (wakeup_) wakeup_->signal();
-  // Pairs with the same read-modify-write in wait_until (all such RMWs on one atomic are
-  // ordered, and each later one acquires the earlier): either the leader sees what the
-  // caller just published when it next computes its direction, or it is woken here.
-  // (An RMW rather than a fence, which ThreadSanitizer does not model.)
+  // Pairs with the same read-modify-write in wait_until and at the start of each of the
+  // leader's poll rounds (all such RMWs on one atomic are ordered, and each later one
+  // acquires the earlier): either the leader sees what the caller just published when it
+  // next computes its direction, or it is woken here.  (An RMW rather than a fence, which
+  // ThreadSanitizer does not model.)
   order_point_.fetch_add(0, std::memory_order_acq_rel);
-  if (leader_polling_.load(std::memory_order_relaxed) && leader_wakeup_) leader_wakeup_->signal();
-}
-
-void Connection::wake_for_write() {
-  if (wakeup_) wakeup_->signal();
-  // As wake_pollers.  The leader clears leader_polls_write_ before its own read-modify-
-  // write of each poll round and sets it only once the round's direction included WRITE:
-  // so either we see this round's flag (false: we wake it; true: its poll has POLLOUT), or
-  // the leader's round comes after ours and its direction sees our queued request.  A
-  // leader that leaves hands over to a successor whose first round is such a round too.
-  order_point_.fetch_add(0, std::memory_order_acq_rel);
-  if (leader_polling_.load(std::memory_order_relaxed) &&
-      !leader_polls_write_.load(std::memory_order_relaxed) && leader_wakeup_)
-    leader_wakeup_->signal();
+  if (!leader_polling_.load(std::memory_order_relaxed) || !leader_wakeup_) return;
+  // A queued request needs no wake-up when the leader's round polls for POLLOUT: the round
+  // clears leader_polls_write_ before its RMW and sets it only once its direction included
+  // WRITE, so we see either this round's flag or the round sees our request.  A leader
+  // that leaves hands over to a successor whose first round is such a round too.
+  if (why == Wake::QueuedWrite && leader_polls_write_.load(std::memory_order_relaxed)) return;
+  leader_wakeup_->signal();
 }
 
 void Connection::notify_waiters() {
@@ -669,7 +663,7 @@ void Connection::notify_waiters() {
 Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   if (leader) {
     leader_polls_write_.store(false, std::memory_order_relaxed);
-    order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_for_write
+    order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_pollers
   }
   unsigned dir = direction();
   int sock = fd();

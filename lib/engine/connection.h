@@ -108,10 +108,10 @@ public:
   // Statistics (nbd_stats_*).
   std::atomic<uint64_t> bytes_sent{0}, chunks_sent{0}, bytes_received{0}, chunks_received{0};
 
-  // Wakes a thread blocked in poll inside the library.
-  void wake_pollers();
-  // The same, for a request left queued: the leader is only woken if its poll lacks POLLOUT.
-  void wake_for_write();
+  // Wakes a thread blocked in poll inside the library.  For a request left queued
+  // (QueuedWrite) the blocking callers' leader is only woken if its poll lacks POLLOUT.
+  enum class Wake { Any, QueuedWrite };
+  void wake_pollers(Wake why = Wake::Any);
 
   // The error that killed the connection, for blocking callers to report.
   Error fatal_error() const;
@@ -172,7 +172,7 @@ private:
   std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
   std::atomic<bool> leader_polling_{false};
   // The leader's current poll includes POLLOUT, so a newly queued request needs no
-  // wake-up: the socket's writability reaches the leader anyway (see wake_for_write).
+  // wake-up: the socket's writability reaches the leader anyway (see wake_pollers).
   std::atomic<bool> leader_polls_write_{false};
   std::atomic<unsigned> order_point_{0};  // orders wake_pollers against a new leader
   mutable std::atomic<bool> write_observed_{false};
