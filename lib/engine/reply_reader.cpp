@@ -302,18 +302,19 @@ Status ReplyReader::on_data_prefix() {
   return {};
 }
 
+void ReplyReader::call_chunk(Command *c, const void *buf, uint64_t len, uint64_t offset,
+                             unsigned status, int err) {
+  if (!c->chunk) return;
+  gate_.wait(c);
+  if (c->chunk(buf, size_t(len), offset, status, &err) == -1) set_cmd_error(c, err);
+}
+
 void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
   Command *c = cur_;
   expect_large_ = data_len_ >= kDirectThreshold;
   if (data_dst_) {
     c->data_seen += data_len_;
-    if (c->chunk) {
-      gate_.wait(c);
-      int err = c->error;
-      if (c->chunk(static_cast<const void *>(data_dst_), size_t(data_len_), data_offset_,
-                   unsigned(LIBNBD_READ_DATA), &err) == -1)
-        set_cmd_error(c, err);
-    }
+    call_chunk(c, data_dst_, data_len_, data_offset_, LIBNBD_READ_DATA, c->error);
   }
   if (simple_) {
     finish_reply(finished, table);
@@ -335,13 +336,7 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
       uint8_t *dst = static_cast<uint8_t *>(c->read_buf) + (hole->offset - c->offset);
       memset(dst, 0, hole->length);
       c->data_seen += hole->length;
-      if (c->chunk) {
-        gate_.wait(c);
-        int err = c->error;
-        if (c->chunk(static_cast<const void *>(dst), size_t(hole->length), hole->offset,
-                     unsigned(LIBNBD_READ_HOLE), &err) == -1)
-          set_cmd_error(c, err);
-      }
+      call_chunk(c, dst, hole->length, hole->offset, LIBNBD_READ_HOLE, c->error);
     }
   } else if (type == wire::kReplyTypeBlockStatus || type == wire::kReplyTypeBlockStatusExt) {
     auto bs = wire::decode_block_status_chunk(type, payload);
@@ -358,13 +353,9 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
       int err = wire::errno_of_nbd_error(e->error);
       if (err == 0) err = EPROTO;  // an error chunk must carry an error
       if (e->offset && c->type == wire::kCmdRead && c->chunk) {
-        gate_.wait(c);
-        int cb_err = err;
         if (*e->offset >= c->offset && *e->offset - c->offset <= c->count) {
           uint8_t *at = static_cast<uint8_t *>(c->read_buf) + (*e->offset - c->offset);
-          if (c->chunk(static_cast<const void *>(at), size_t(0), *e->offset,
-                       unsigned(LIBNBD_READ_ERROR), &cb_err) == -1)
-            set_cmd_error(c, cb_err);
+          call_chunk(c, at, 0, *e->offset, LIBNBD_READ_ERROR, err);
         } else {
           set_cmd_error(c, EPROTO);
         }

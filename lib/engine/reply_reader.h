@@ -62,6 +62,10 @@ private:
   void end_chunk(CompletionList &finished, CommandTable &table);
   void finish_reply(CompletionList &finished, CommandTable &table);
   void deliver_block_status(const wire::BlockStatusChunk &bs);
+  // Runs `c`'s chunk callback, if any, once its issuing call has returned; a failing
+  // callback's error (starting from `err`) becomes the command's.
+  void call_chunk(Command *c, const void *buf, uint64_t len, uint64_t offset, unsigned status,
+                  int err);
   const char *context_name(uint32_t id) const;
 
   IssueGate &gate_;

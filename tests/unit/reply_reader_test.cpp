@@ -207,18 +207,24 @@ int count_chunk(void *, const void *, size_t, uint64_t, unsigned, int *) {
   return 0;
 }
 
+// A 4 KiB structured read whose chunk callback counts into chunks_seen, its reply scripted.
+Command *counted_read(Reads &reads, ScriptedStream &s, uint8_t fill) {
+  Command *c = nullptr;
+  uint64_t cookie = reads.add_read(4096, &c);
+  c->chunk = ChunkCallback(nbd_chunk_callback{count_chunk, nullptr, nullptr});
+  structured_data_reply(s.bytes, cookie, 0, 4096, fill);
+  chunks_seen = 0;
+  return c;
+}
+
 TEST(ReplyReaderCallbacks, ChunkCallbackWaitsForTheIssuingCall) {
   // Another thread reads the reply while the aio call that issued the command has not
   // returned: with libnbd's handle lock no callback could run then, and programs rely on
   // having the cookie before any callback of its command.
   Reads reads(true);
   ScriptedStream s;
-  Command *c = nullptr;
-  uint64_t cookie = reads.add_read(4096, &c);
-  c->chunk = ChunkCallback(nbd_chunk_callback{count_chunk, nullptr, nullptr});
+  Command *c = counted_read(reads, s, 0x33);
   c->issuing.store(true);
-  structured_data_reply(s.bytes, cookie, 0, 4096, 0x33);
-  chunks_seen = 0;
   auto run = std::async(std::launch::async, [&] { return reads.run(s); });
   EXPECT_EQ(run.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout)
       << "the reader did not wait for the issuing call";
@@ -234,11 +240,7 @@ TEST(ReplyReaderCallbacks, ChunkCallbackWaitsForTheIssuingCall) {
 TEST(ReplyReaderCallbacks, NoWaitOnceTheIssuingCallHasReturned) {
   Reads reads(true);
   ScriptedStream s;
-  Command *c = nullptr;
-  uint64_t cookie = reads.add_read(4096, &c);
-  c->chunk = ChunkCallback(nbd_chunk_callback{count_chunk, nullptr, nullptr});
-  structured_data_reply(s.bytes, cookie, 0, 4096, 0x44);
-  chunks_seen = 0;
+  counted_read(reads, s, 0x44);
   auto r = reads.run(s);
   ASSERT_TRUE(r);
   EXPECT_EQ(chunks_seen.load(), 1);
