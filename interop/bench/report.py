@@ -53,6 +53,31 @@ def read_meta(path):
     return meta
 
 
+def other_jobs(meta):
+    """Whether other jobs shared the machine during the run, and a line saying how much.
+
+    The CPU time the machine spent outside the matrix's own processes is the measure; the
+    load average cannot be one, since the matrix alone keeps it at 2 or more.  Runs recorded
+    before that was measured fall back to the load average before the start."""
+    try:
+        other = float(meta["other_cpu_s"])
+        machine = float(meta["machine_cpu_s"])
+    except (KeyError, ValueError):
+        try:
+            before = float(meta.get("load_before", "").split()[0])
+        except (IndexError, ValueError):
+            return False, ""
+        return before > 1.0, ""
+    share = other / machine if machine > 0 else 0.0
+    line = (f"CPU time of other jobs during the run (the machine's busy time minus the "
+            f"matrix's client runs and servers): {other:.0f} s of the machine's {machine:.0f} s "
+            f"({100 * share:.1f} %)")
+    steal = meta.get("steal_cpu_s")
+    if steal:
+        line += f"; stolen by the hypervisor: {float(steal):.0f} s"
+    return share > 0.10, line
+
+
 def read_tsv(path):
     with open(path) as f:
         header = f.readline().rstrip("\n").split("\t")
@@ -203,18 +228,16 @@ def section(meta, points, sockpair, run_key):
     L.append(f"- Machine: {meta.get('cpu', '?')}, {meta.get('mem', '?')}; "
              f"`{meta.get('uname', '?')}`")
     L.append(f"- Load average before / after: {meta.get('load_before', '?')} / "
-             f"{meta.get('load_after', '?')} (the machine is shared; the A/B alternation is there "
-             f"so that load hits both sides alike)")
-    try:
-        ncpu = int(meta.get("cpu", "").rsplit("x", 1)[1])
-        loads = [float(meta[k].split()[0]) for k in ("load_before", "load_after") if k in meta]
-    except (IndexError, ValueError):
-        ncpu, loads = 0, []
-    if ncpu and loads and max(loads) > ncpu:
-        L.append(f"- **Measured on a busy machine** (1-minute load up to {max(loads):.1f} on "
-                 f"{ncpu} cores, from other jobs): single runs scatter widely and the ratios "
-                 f"below carry that noise; rerun with `--wait-quiet 600` on a quiet machine "
-                 f"before drawing conclusions.")
+             f"{meta.get('load_after', '?')} (the matrix's own client and server keep it at 2 "
+             f"or more while it runs; the A/B alternation is there so that other load hits both "
+             f"sides alike)")
+    busy, why = other_jobs(meta)
+    if why:
+        L.append(f"- {why}")
+    if busy:
+        L.append("- **Measured on a busy machine**: single runs scatter widely and the ratios "
+                 "below carry that noise; rerun with `--wait-quiet 600` on a quiet machine "
+                 "before drawing conclusions.")
     L.append(f"- Servers: {meta.get('nbdkit', '?')}; {meta.get('qemu_nbd', '?')}; all on Unix "
              f"sockets, the qemu-nbd image on tmpfs")
     if "servers_pinned" in meta:
@@ -267,7 +290,6 @@ def section(meta, points, sockpair, run_key):
         L.append("")
 
     trows, below = targets(points, evaluated)
-    busy = bool(ncpu and loads and max(loads) > ncpu)
     L.append("Targets" + (" (busy machine: a \"missed\" here may be noise, see the best-run "
                           "column and the geometric means)" if busy and evaluated else "") + ":")
     L.append("")

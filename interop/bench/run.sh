@@ -228,6 +228,23 @@ if [ "$wait_quiet" != 0 ]; then
 fi
 t_begin=$(date +%s)
 
+# ---- CPU time of other jobs: the load average cannot tell them from the matrix's own
+# client and server, which keep it at 2 or more; the machine's busy time minus ours can ----
+# /proc/stat's cpu line: user nice system idle iowait irq softirq steal (clock ticks).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+# Ours: the shell's reaped children (every client run) plus the servers still running.
+# /proc/PID/stat after the command name: utime stime cutime cstime are fields 12-15.
+own_ticks() {
+  local t pid
+  t=$(sed 's/.*) //' /proc/$$/stat | awk '{ print $14 + $15 }')
+  for pid in "${server_pids[@]}"; do
+    [ -r "/proc/$pid/stat" ] && t=$(( t + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }') ))
+  done
+  echo "$t"
+}
+busy0=$(busy_ticks); steal0=$(steal_ticks); own0=$(own_ticks)
+
 # ---- pre-flight: both libraries connect, move data and verify it ----
 start_servers
 for side in A B; do
@@ -245,7 +262,7 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
 "$build/sockpair_ceiling" -T 0.5 >"$results/sockpair.tsv"
 "$build/sockpair_ceiling" -b 4096 -T 0.3 | tail -n +2 >>"$results/sockpair.tsv"
 
-# ---- machine description (other jobs on a shared machine show up in the load average) ----
+# ---- machine description ----
 {
   echo "kind=$kind"
   echo "mode=$mode"
@@ -311,6 +328,12 @@ echo "elapsed=$elapsed" >>"$results/meta.txt"
 echo "points=$npoints" >>"$results/meta.txt"
 echo "failures=$failures" >>"$results/meta.txt"
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.txt"
+hz=$(getconf CLK_TCK)
+awk -v b="$(( $(busy_ticks) - busy0 ))" -v o="$(( $(own_ticks) - own0 ))" -v st="$(( $(steal_ticks) - steal0 ))" \
+    -v hz="$hz" -v e="$elapsed" -v n="$(nproc)" \
+  'BEGIN { other = (b - o) / hz; if (other < 0) other = 0
+           printf "other_cpu_s=%.1f\nown_cpu_s=%.1f\nsteal_cpu_s=%.1f\nmachine_cpu_s=%d\n", other, o / hz, st / hz, e * n }' \
+  >>"$results/meta.txt"
 log "$npoints points, $failures failed runs, ${elapsed}s; results in $results"
 
 # ---- report ----
