@@ -469,13 +469,17 @@ def main():
     kept = k.group(0) if k else ""
     sections[run_key] = section(meta, points, sockpair, run_key) + "\n"
 
-    # A validation run must not replace the plot of a real duplexnbd run.
-    if args.png and not (meta.get("kind") == "validation"
-                         and any(k.startswith("duplexnbd") for k in sections)):
+    # The plot shows the best kind of run the file holds: a quick run must not replace the
+    # plot of a full one, nor a validation run that of a real duplexnbd run.
+    rank = lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)
+    outranked = any(rank(k) < rank(run_key) for k in sections)
+    plotted = False
+    if args.png and not outranked:
         what = ("duplexnbd" if meta.get("kind") == "duplexnbd"
                 else "validation: libnbd against itself")
         title = f"{what}, {meta.get('mode')} matrix, {meta.get('date')}"
         if plot(points, args.png, title):
+            plotted = True
             plot_key = run_key
             plot_desc = f"the {meta.get('mode')} matrix of the section " + (
                 "\"duplexnbd run\"" if meta.get("kind") == "duplexnbd"
@@ -487,7 +491,9 @@ def main():
         out.append(f"<!-- bench-run:{k} begin -->\n{sections[k]}<!-- bench-run:{k} end -->\n")
     with open(args.doc, "w") as f:
         f.write("\n".join(out))
-    print(f"wrote {args.doc}" + (f" and {args.png}" if args.png else ""), file=sys.stderr)
+    print(f"wrote {args.doc}" + (f" and {args.png}" if plotted else
+                                 f" (the plot keeps the better-ranked run it shows)" if args.png else ""),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":
