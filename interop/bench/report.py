@@ -43,6 +43,11 @@ CPU per request at 1 and 16 in flight is in the tables too, but the target is se
 KIND_ORDER = ["duplexnbd-full", "duplexnbd-quick", "validation-full", "validation-quick"]
 
 
+def kind_rank(key):
+    """A section's place in the file and its claim on the plot: lower is better."""
+    return KIND_ORDER.index(key) if key in KIND_ORDER else len(KIND_ORDER)
+
+
 def read_meta(path):
     meta = {}
     with open(path) as f:
@@ -471,8 +476,7 @@ def main():
 
     # The plot shows the best kind of run the file holds: a quick run must not replace the
     # plot of a full one, nor a validation run that of a real duplexnbd run.
-    rank = lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)
-    outranked = any(rank(k) < rank(run_key) for k in sections)
+    outranked = any(kind_rank(k) < kind_rank(run_key) for k in sections)
     plotted = False
     if args.png and not outranked:
         what = ("duplexnbd" if meta.get("kind") == "duplexnbd"
@@ -485,7 +489,7 @@ def main():
                 "\"duplexnbd run\"" if meta.get("kind") == "duplexnbd"
                 else "\"Validation run\" (both sides libnbd)") + f" ({meta.get('date')})"
 
-    order = sorted(sections, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k))
+    order = sorted(sections, key=lambda k: (kind_rank(k), k))
     out = [header(plot_key, plot_desc, kept)]
     for k in order:
         out.append(f"<!-- bench-run:{k} begin -->\n{sections[k]}<!-- bench-run:{k} end -->\n")

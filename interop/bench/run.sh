@@ -231,8 +231,8 @@ t_begin=$(date +%s)
 # ---- CPU time of other jobs: the load average cannot tell them from the matrix's own
 # client and server, which keep it at 2 or more; the machine's busy time minus ours can ----
 # /proc/stat's cpu line: user nice system idle iowait irq softirq steal (clock ticks).
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+# One read, so that both figures are of the same instant: "busy steal".
+cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9 }' /proc/stat; }
 # Ours: the shell's reaped children (every client run) plus the servers still running.
 # /proc/PID/stat after the command name: utime stime cutime cstime are fields 12-15.
 own_ticks() {
@@ -243,7 +243,7 @@ own_ticks() {
   done
   echo "$t"
 }
-busy0=$(busy_ticks); steal0=$(steal_ticks); own0=$(own_ticks)
+read -r busy0 steal0 < <(cpu_ticks); own0=$(own_ticks)
 
 # ---- pre-flight: both libraries connect, move data and verify it ----
 start_servers
@@ -329,7 +329,8 @@ echo "points=$npoints" >>"$results/meta.txt"
 echo "failures=$failures" >>"$results/meta.txt"
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$results/meta.txt"
 hz=$(getconf CLK_TCK)
-awk -v b="$(( $(busy_ticks) - busy0 ))" -v o="$(( $(own_ticks) - own0 ))" -v st="$(( $(steal_ticks) - steal0 ))" \
+read -r busy1 steal1 < <(cpu_ticks)
+awk -v b="$(( busy1 - busy0 ))" -v o="$(( $(own_ticks) - own0 ))" -v st="$(( steal1 - steal0 ))" \
     -v hz="$hz" -v e="$elapsed" -v n="$(nproc)" \
   'BEGIN { other = (b - o) / hz; if (other < 0) other = 0
            printf "other_cpu_s=%.1f\nown_cpu_s=%.1f\nsteal_cpu_s=%.1f\nmachine_cpu_s=%d\n", other, o / hz, st / hz, e * n }' \
