@@ -580,7 +580,7 @@ int aio_get_fd(Handle &h) {
 
 unsigned aio_get_direction(Handle &h) {
   Connection *conn = live_connection(h);
-  return conn ? conn->direction() : 0;
+  return conn ? conn->direction_for_poll() : 0;
 }
 
 namespace {

@@ -153,7 +153,9 @@ unsigned Connection::direction() const {
 }
 
 bool Connection::processing() const {
-  return h_.state() == State::Ready && (writer_.pending() || reader_.mid_reply());
+  // Deferred requests are not being sent yet: libnbd would have sent them and be ready.
+  return h_.state() == State::Ready &&
+         ((writer_.pending() && !writer_.deferred()) || reader_.mid_reply());
 }
 
 Status Connection::read_side(CallbackBudget *budget) {
@@ -200,6 +202,8 @@ Status Connection::read_side(CallbackBudget *budget) {
     return {};
   }
   if (*r == ReplyReader::Outcome::EndOfStream) return on_end_of_stream();
+  // Requests issued from the callbacks just run.
+  flush_deferred();
   return {};
 }
 
@@ -377,12 +381,24 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   Status s;
   uint64_t bytes = 0;
   bool left_pending;
+  bool deferred = false;
   {
     std::lock_guard lock(writer_.mutex);
-    writer_.push(e);
-    // Send at once from the caller's thread when the socket takes it, as libnbd does;
-    // what does not fit stays queued for whoever polls for POLLOUT.
-    s = writer_.run(*transport_, finished, bytes);
+    if (may_defer_send(e.total())) {
+      // The caller drives the handle itself and already waits for a reply, so it will be
+      // back in get_direction, a notify or a poll before anything else can happen: the
+      // requests it issues until then leave in one sendmsg (one system call and socket
+      // buffer instead of one per request, and the server wakes once for all of them).
+      // Its next get_direction sends them before it polls; until then the direction
+      // says WRITE, as the documentation of nbd_aio_get_direction allows.
+      writer_.push_deferred(e);
+      deferred = true;
+    } else {
+      writer_.push(e);
+      // Send at once from the caller's thread when the socket takes it, as libnbd does;
+      // what does not fit stays queued for whoever polls for POLLOUT.
+      s = writer_.run(*transport_, finished, bytes);
+    }
     left_pending = writer_.pending();
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
@@ -400,8 +416,87 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
     fail(s.error());
     return cookie;
   }
-  if (left_pending) wake_pollers(Wake::QueuedWrite);
+  // A deferred request needs no wake-up: no other thread polls (see may_defer_send).
+  if (left_pending && !deferred) wake_pollers(Wake::QueuedWrite);
   return cookie;
+}
+
+namespace {
+// At most this much waits for the driving thread's next poll (see may_defer_send).
+constexpr uint64_t kMaxDeferredBytes = 64 * 1024;
+// How many calls in a row one thread must drive the handle before its requests wait:
+// where two threads take turns (one notify_read, one notify_write) the other one
+// would often be the thread that ends up sending them.
+constexpr unsigned kSoloCalls = 16;
+
+// Identifies the calling thread cheaply (std::thread::id is not lock-free to share).
+uintptr_t this_thread_token() {
+  static thread_local char token;
+  return reinterpret_cast<uintptr_t>(&token);
+}
+}  // namespace
+
+void Connection::note_driver() {
+  // Plain loads and stores: a count lost to a race only delays or ends one batch.
+  uintptr_t me = this_thread_token();
+  if (driver_.load(std::memory_order_relaxed) != me) {
+    driver_.store(me, std::memory_order_relaxed);
+    solo_calls_.store(0, std::memory_order_relaxed);
+    return;
+  }
+  unsigned n = solo_calls_.load(std::memory_order_relaxed);
+  if (n < kSoloCalls) solo_calls_.store(n + 1, std::memory_order_relaxed);
+}
+
+bool Connection::may_defer_send(uint64_t bytes) const {
+  // Only for the thread that drives the handle alone: nobody else is blocked in one of
+  // our polls (it would not be polling for POLLOUT), and the last threads to ask for the
+  // direction, notify or poll were this one, so it will do so again.  And only while a
+  // request already sent awaits its reply: the caller must come back for that reply, and
+  // every such call sends what was deferred, so a caller that polls only for POLLIN
+  // delays its requests but never hangs.
+  if (driver_.load(std::memory_order_relaxed) != this_thread_token()) return false;
+  if (solo_calls_.load(std::memory_order_relaxed) < kSoloCalls) return false;
+  if (in_poll_.load(std::memory_order_relaxed) != 0) return false;
+  if (leader_polling_.load(std::memory_order_relaxed)) return false;
+  if (writer_.pending() && !writer_.deferred()) return false;
+  // Batching pays for small requests, whose cost is the system call and the socket
+  // buffer per send; a large payload is worth sending now, while the server may be idle.
+  if (writer_.deferred_bytes() + bytes > kMaxDeferredBytes) return false;
+  // The new command is in the table and, like the queued ones, not yet sent.
+  return table_.awaiting_reply() > writer_.queued() + 1;
+}
+
+void Connection::flush_deferred() {
+  if (!writer_.deferred()) return;
+  CompletionList finished;
+  uint64_t bytes = 0;
+  {
+    // Another thread holding the writer sends them anyway.
+    std::unique_lock lock(writer_.mutex, std::try_to_lock);
+    if (!lock || !writer_.deferred() || h_.state() != State::Ready || !transport_) return;
+    // A failure leaves the requests queued and the direction WRITE: the caller's next
+    // notify reports it, as it would have without the deferral.
+    (void)writer_.run(*transport_, finished, bytes);
+  }
+  bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+  hand_off(finished);
+}
+
+unsigned Connection::direction_for_poll() {
+  note_driver();
+  flush_deferred();
+  return direction();
+}
+
+Status Connection::notify_read() {
+  note_driver();
+  return read_side(nullptr);
+}
+
+Status Connection::notify_write() {
+  note_driver();
+  return write_side(nullptr);
 }
 
 void Connection::hand_off(CompletionList &list) {
@@ -665,6 +760,7 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
     leader_polls_write_.store(false, std::memory_order_relaxed);
     order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_pollers
   }
+  note_driver();
   unsigned dir = direction();
   int sock = fd();
   if (dir == 0 || sock < 0) {
@@ -679,6 +775,12 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
     // progress enough without asking the kernel.
     finish_handed_off(budget);
     return 1;
+  }
+  // Only now, when the kernel is asked: requests issued between rounds that each ran one
+  // handed-off callback leave together.
+  if (writer_.deferred()) {
+    flush_deferred();
+    dir = direction();
   }
   if (transport_ && (dir & LIBNBD_AIO_DIRECTION_READ) && transport_->pending_read()) {
     Status s = read_side(budget);
@@ -705,7 +807,9 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   }
   if (leader && (dir & LIBNBD_AIO_DIRECTION_WRITE))
     leader_polls_write_.store(true, std::memory_order_relaxed);
+  in_poll_.fetch_add(1, std::memory_order_relaxed);
   int r = ::poll(fds, nfds_t(n), timeout_ms);
+  in_poll_.fetch_sub(1, std::memory_order_relaxed);
   if (r < 0) {
     if (errno == EINTR) return 0;
     return errno_error("poll");

@@ -70,8 +70,11 @@ public:
   // ---- The classic aio interface.
   int fd() const;                        // -1 before the socket exists
   unsigned direction() const;            // LIBNBD_AIO_DIRECTION_* bits
-  Status notify_read() { return read_side(nullptr); }    // runs the reader side only
-  Status notify_write() { return write_side(nullptr); }  // runs the writer side only
+  // nbd_aio_get_direction: the caller is about to poll, so requests it left queued
+  // (see issue()) go out first, many in one sendmsg.
+  unsigned direction_for_poll();
+  Status notify_read();                  // runs the reader side only
+  Status notify_write();                 // runs the writer side only
 
   // ---- Blocking helpers (no handle-wide lock is held while waiting).
   // Polls and runs both directions until `done()` is true or the connection fails.
@@ -151,6 +154,11 @@ private:
   Status write_side(CallbackBudget *budget);
   void run_completion(Command *c);
   void notify_waiters();
+  // A thread that drives the handle (direction, notify, poll) and issues commands
+  // between two such calls may have its requests wait for the next one: see issue().
+  void note_driver();
+  bool may_defer_send(uint64_t bytes) const;  // with the writer's mutex held
+  void flush_deferred();
 
   Handle &h_;
   std::unique_ptr<transport::Connector> connector_;
@@ -171,6 +179,9 @@ private:
   std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
   std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
   std::atomic<bool> leader_polling_{false};
+  std::atomic<uintptr_t> driver_{0};   // the thread that last drove the handle
+  std::atomic<unsigned> solo_calls_{0}; // its calls since another thread drove it
+  std::atomic<int> in_poll_{0};        // threads blocked in poll_once
   // The leader's current poll includes POLLOUT, so a newly queued request needs no
   // wake-up: the socket's writability reaches the leader anyway (see wake_pollers).
   std::atomic<bool> leader_polls_write_{false};

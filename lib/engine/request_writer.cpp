@@ -20,11 +20,22 @@ void RequestWriter::push(const WriteEntry &e) {
   pending_.store(true, std::memory_order_release);
 }
 
+void RequestWriter::push_deferred(const WriteEntry &e) {
+  // Only onto an empty queue or other deferred entries: a half-sent request means the
+  // socket is full, and then nothing is gained by waiting.
+  const bool onto_deferred = queue_.empty() || deferred();
+  deferred_bytes_ = (onto_deferred ? deferred_bytes_ : 0) + e.total();
+  deferred_.store(onto_deferred, std::memory_order_release);
+  push(e);
+}
+
 void RequestWriter::release(Command *c, CompletionList &finished) {
   if (c && c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
 }
 
 Status RequestWriter::run(transport::Transport &t, CompletionList &finished, uint64_t &bytes_sent) {
+  deferred_.store(false, std::memory_order_release);
+  deferred_bytes_ = 0;
   while (!queue_.empty()) {
     struct iovec iov[kMaxIov];
     int n = 0;
@@ -80,6 +91,7 @@ void RequestWriter::clear(CompletionList &finished) {
     release(c, finished);
   }
   pending_.store(false, std::memory_order_release);
+  deferred_.store(false, std::memory_order_release);
 }
 
 void RequestWriter::abandon_unsent(CommandTable &table, CompletionList &finished) {

@@ -34,8 +34,12 @@ public:
   // Guards the queue and the socket's sending side. Never held while blocking.
   std::mutex mutex;
 
-  // Both require `mutex`.
+  // All but the lock-free views require `mutex`.
   void push(const WriteEntry &e);
+  // Queues without sending: the issuing thread will be back (see Connection::issue).
+  void push_deferred(const WriteEntry &e);
+  size_t queued() const { return queue_.size(); }
+  uint64_t deferred_bytes() const { return deferred_bytes_; }
   // Sends until the queue is empty or the socket would block. Commands whose last byte
   // went out and whose reader reference is already gone are appended to `finished`.
   Status run(transport::Transport &t, CompletionList &finished, uint64_t &bytes_sent);
@@ -46,14 +50,18 @@ public:
   // references go here. A half-sent request stays, or the stream would be corrupt.
   void abandon_unsent(CommandTable &table, CompletionList &finished);
 
-  // Lock-free view for nbd_aio_get_direction and the pollers.
+  // Lock-free views for nbd_aio_get_direction and the pollers.
   bool pending() const { return pending_.load(std::memory_order_acquire); }
+  // Everything queued was deferred and no send was tried since.
+  bool deferred() const { return deferred_.load(std::memory_order_acquire); }
 
 private:
   void release(Command *c, CompletionList &finished);
 
   std::deque<WriteEntry> queue_;
   std::atomic<bool> pending_{false};
+  std::atomic<bool> deferred_{false};
+  uint64_t deferred_bytes_ = 0;  // queued by push_deferred since the last run
 };
 
 }  // namespace duplexnbd

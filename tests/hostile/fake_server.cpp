@@ -109,6 +109,15 @@ bool FakeServer::read_exact(Bytes &b, size_t n) {
   return true;
 }
 
+bool FakeServer::readable_within(int ms) {
+  struct pollfd p = {server_fd_, POLLIN, 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, ms);
+  } while (r < 0 && errno == EINTR);
+  return r > 0 && (p.revents & POLLIN);
+}
+
 void FakeServer::drain() {
   Bytes b;
   while (read_exact(b, 1)) {

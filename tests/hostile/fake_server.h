@@ -135,6 +135,8 @@ public:
   // ---- Raw I/O.
   bool send(const Bytes &b);
   bool read_exact(Bytes &b, size_t n);
+  // Whether the client has sent anything not yet read, waiting at most `ms`.
+  bool readable_within(int ms);
   // Reads and throws away until the client hangs up (or the timeout).
   void drain();
   // Closes the server end: the client sees end of stream.
