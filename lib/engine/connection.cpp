@@ -540,7 +540,9 @@ Status Connection::disconnect(bool abandon_pending) {
   uint64_t bytes = 0;
   {
     std::lock_guard lock(writer_.mutex);
-    // Requests not yet started never reach the server; they fail here.
+    // Requests not yet started never reach the server; they fail here.  Deferred ones go
+    // out first: libnbd would have sent them from their issuing calls.
+    if (abandon_pending && writer_.deferred()) s = writer_.run(*transport_, finished, bytes);
     if (abandon_pending) writer_.abandon_unsent(table_, finished);
     WriteEntry e;
     wire::RequestHeader rh;
@@ -548,7 +550,7 @@ Status Connection::disconnect(bool abandon_pending) {
     e.header_len = uint8_t(wire::encode_request_header({e.header, sizeof e.header}, rh,
                                                        negotiated_.extended_headers));
     writer_.push(e);
-    s = writer_.run(*transport_, finished, bytes);
+    if (s) s = writer_.run(*transport_, finished, bytes);
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   chunks_sent.fetch_add(1, std::memory_order_relaxed);

@@ -171,5 +171,30 @@ TEST_F(SendBatching, NoWaitingWhileAnotherThreadPolls) {
   EXPECT_TRUE(second.load());
 }
 
+// nbd_shutdown with LIBNBD_SHUTDOWN_ABANDON_PENDING abandons only requests libnbd would not
+// have sent yet: a request that waits for the driving thread's next poll goes out first.
+TEST_F(SendBatching, ShutdownAbandoningPendingStillSendsWaitingRequests) {
+  make();
+  Step first_read;
+  std::atomic<bool> second{false};
+  connect_ok([&](FakeServer &s) {
+    Request a, b, disc;
+    if (!s.handshake_then_request(a)) return;
+    first_read.done();
+    second = s.read_request(b) && b.type == nbd::kCmdRead;
+    s.ok_reply(a);
+    if (second) s.ok_reply(b);
+    if (s.read_request(disc) && disc.type == nbd::kCmdDisc) s.close();
+  });
+  int64_t a = read_512(0);
+  ASSERT_TRUE(first_read.wait());
+  drive_alone();
+  int64_t b = read_512(512);
+  ASSERT_NE(nbd_shutdown(h_, LIBNBD_SHUTDOWN_ABANDON_PENDING), -1) << last_error();
+  EXPECT_TRUE(second.load()) << "the waiting request was abandoned instead of sent";
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(a)), 1) << last_error();
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(b)), 1) << last_error();
+}
+
 }  // namespace
 }  // namespace hostile
