@@ -34,6 +34,12 @@ Connection::~Connection() {
   CompletionList dropped;
   {
     std::lock_guard lock(writer_.mutex);
+    // Requests that waited for the driving thread's next poll still go out, once, as
+    // libnbd would have sent them from their issuing calls (the server may act on them).
+    uint64_t bytes = 0;
+    // (A dead or closed connection has cleared its queue; the handle's state is already
+    // gone at this point, see Handle.)
+    if (writer_.deferred() && transport_) (void)writer_.run(*transport_, dropped, bytes);
     writer_.clear(dropped);
   }
   // The table deletes what it still holds; these it no longer does.

@@ -196,5 +196,30 @@ TEST_F(SendBatching, ShutdownAbandoningPendingStillSendsWaitingRequests) {
   EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(b)), 1) << last_error();
 }
 
+// Closing the handle abandons what is in flight, but a request that only waited for the
+// driving thread's next poll still reaches the server, as it would have with libnbd.
+TEST_F(SendBatching, CloseStillSendsWaitingRequests) {
+  make();
+  Step first_read;
+  std::atomic<bool> second{false};
+  connect_ok([&](FakeServer &s) {
+    Request a, b;
+    if (!s.handshake_then_request(a)) return;
+    first_read.done();
+    second = s.read_request(b) && b.type == nbd::kCmdWrite && b.payload.size() == 512;
+    s.drain();
+  });
+  read_512(0);
+  ASSERT_TRUE(first_read.wait());
+  drive_alone();
+  char data[512] = {};
+  ASSERT_NE(nbd_aio_pwrite(h_, data, sizeof data, 512, NBD_NULL_COMPLETION, 0), -1)
+      << last_error();
+  nbd_close(h_);
+  h_ = nullptr;
+  server_->join();
+  EXPECT_TRUE(second.load()) << "the waiting write never reached the server";
+}
+
 }  // namespace
 }  // namespace hostile
