@@ -465,6 +465,7 @@ bool Connection::may_defer_send(uint64_t bytes) const {
   if (solo_calls_.load(std::memory_order_relaxed) < kSoloCalls) return false;
   if (in_poll_.load(std::memory_order_relaxed) != 0) return false;
   if (leader_polling_.load(std::memory_order_relaxed)) return false;
+  // Behind a half-sent request the socket is full: nothing is gained by waiting.
   if (writer_.pending() && !writer_.deferred()) return false;
   // Batching pays for small requests, whose cost is the system call and the socket
   // buffer per send; a large payload is worth sending now, while the server may be idle.

@@ -21,11 +21,8 @@ void RequestWriter::push(const WriteEntry &e) {
 }
 
 void RequestWriter::push_deferred(const WriteEntry &e) {
-  // Only onto an empty queue or other deferred entries: a half-sent request means the
-  // socket is full, and then nothing is gained by waiting.
-  const bool onto_deferred = queue_.empty() || deferred();
-  deferred_bytes_ = (onto_deferred ? deferred_bytes_ : 0) + e.total();
-  deferred_.store(onto_deferred, std::memory_order_release);
+  deferred_bytes_ += e.total();
+  deferred_.store(true, std::memory_order_release);
   push(e);
 }
 
