@@ -8,6 +8,7 @@
 #include <poll.h>
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 
 namespace hostile {
@@ -48,6 +49,28 @@ protected:
     for (int i = 0; i < 100; i++) ASSERT_NE(nbd_aio_get_direction(h_), 0u);
   }
 
+  // The common opening: a 512-byte read at 0 goes out at once (nothing awaits a reply
+  // yet), the server reads it and goes on with `rest`, and this thread then drives the
+  // handle alone, so what it issues next may wait.  Sets first_.
+  void open_with_one_awaiting(std::function<void(FakeServer &, const Request &)> rest) {
+    make();
+    connect_ok([this, rest](FakeServer &s) {
+      Request a;
+      if (!s.handshake_then_request(a)) return;
+      first_read_.done();
+      rest(s, a);
+    });
+    first_ = read_512(0);
+    ASSERT_TRUE(first_read_.wait());
+    drive_alone();
+  }
+
+  // Shared with the server script, so they outlive any early return of the test body
+  // (TearDown joins the script first).
+  Step first_read_, issued_, checked_, asked_;
+  std::atomic<bool> early_{true};  // requests arrived before the client polled again
+  std::atomic<bool> got_{false};   // the server got what the case expects
+  int64_t first_ = -1;
   char buf_[4096] = {};
 };
 
@@ -56,68 +79,52 @@ protected:
 // thread's next nbd_aio_get_direction and leave together; the handle meanwhile says
 // WRITE, is still "ready" (nothing is half sent) and counts them in flight.
 TEST_F(SendBatching, RequestsIssuedBetweenPollsLeaveAtGetDirection) {
-  make();
-  Step first_read, issued, checked, asked;
-  std::atomic<bool> early{true}, both{false};
-  connect_ok([&](FakeServer &s) {
-    Request a, b, c;
-    if (!s.handshake_then_request(a)) return;
-    first_read.done();
-    if (!issued.wait()) return;
-    early = s.readable_within(100);
-    checked.done();
-    if (!asked.wait()) return;
-    both = s.read_request(b) && s.read_request(c);
+  ASSERT_NO_FATAL_FAILURE(open_with_one_awaiting([this](FakeServer &s, const Request &a) {
+    Request b, c;
+    if (!issued_.wait()) return;
+    early_ = s.readable_within(100);
+    checked_.done();
+    if (!asked_.wait()) return;
+    got_ = s.read_request(b) && s.read_request(c);
     s.ok_reply(a);
-    if (both) {
+    if (got_) {
       s.ok_reply(b);
       s.ok_reply(c);
     }
     s.drain();
-  });
-  int64_t a = read_512(0);
-  ASSERT_TRUE(first_read.wait());
-  drive_alone();
+  }));
   int64_t b = read_512(512);
   int64_t c = read_512(1024);
   EXPECT_EQ(nbd_aio_in_flight(h_), 3);
-  issued.done();
-  ASSERT_TRUE(checked.wait());
+  issued_.done();
+  ASSERT_TRUE(checked_.wait());
   if (is_duplexnbd()) {
-    EXPECT_FALSE(early.load()) << "requests left before the driving thread polled again";
+    EXPECT_FALSE(early_.load()) << "requests left before the driving thread polled again";
     EXPECT_EQ(nbd_aio_is_ready(h_), 1);
     EXPECT_EQ(nbd_aio_is_processing(h_), 0);
   }
   unsigned dir = nbd_aio_get_direction(h_);
   // Sent now: nothing left to write.
   EXPECT_EQ(dir, unsigned(LIBNBD_AIO_DIRECTION_READ));
-  asked.done();
-  EXPECT_EQ(wait_for(a), 1) << last_error();
+  asked_.done();
+  EXPECT_EQ(wait_for(first_), 1) << last_error();
   EXPECT_EQ(wait_for(b), 1) << last_error();
   EXPECT_EQ(wait_for(c), 1) << last_error();
-  EXPECT_TRUE(both.load()) << "the server did not get both later requests after get_direction";
+  EXPECT_TRUE(got_.load()) << "the server did not get both later requests after get_direction";
 }
 
 // A caller that, against the documentation, polls only for POLLIN after issuing (never
 // asking the direction) still gets every request out: processing the earlier reply
 // sends what waited, so such a caller is slower but never stuck.
 TEST_F(SendBatching, PollingOnlyForRepliesStillSendsEverything) {
-  make();
-  Step first_read;
-  std::atomic<bool> second{false};
-  connect_ok([&](FakeServer &s) {
-    Request a, b;
-    if (!s.handshake_then_request(a)) return;
-    first_read.done();
+  ASSERT_NO_FATAL_FAILURE(open_with_one_awaiting([this](FakeServer &s, const Request &a) {
+    Request b;
     // Nothing more arrives until the first reply was processed.
     s.ok_reply(a);
-    second = s.read_request(b);
-    if (second) s.ok_reply(b);
+    got_ = s.read_request(b);
+    if (got_) s.ok_reply(b);
     s.drain();
-  });
-  int64_t a = read_512(0);
-  ASSERT_TRUE(first_read.wait());
-  drive_alone();
+  }));
   int64_t b = read_512(512);
   const int fd = nbd_aio_get_fd(h_);
   ASSERT_GE(fd, 0) << last_error();
@@ -129,8 +136,8 @@ TEST_F(SendBatching, PollingOnlyForRepliesStillSendsEverything) {
       ASSERT_NE(nbd_aio_notify_read(h_), -1) << last_error();
     }
   }
-  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(a)), 1) << last_error();
-  EXPECT_TRUE(second.load());
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(first_)), 1) << last_error();
+  EXPECT_TRUE(got_.load());
 }
 
 // While another thread is blocked in the library's poll (here a blocking read), it does
@@ -142,15 +149,13 @@ TEST_F(SendBatching, NoWaitingWhileAnotherThreadPolls) {
   // libnbd holds the handle's lock while a blocking call polls: the second call would
   // wait for the first, which waits for the second's request.
   if (!is_duplexnbd()) GTEST_SKIP() << "libnbd serialises calls on one handle";
-  Step first_read;
-  std::atomic<bool> second{false};
-  connect_ok([&](FakeServer &s) {
+  connect_ok([this](FakeServer &s) {
     Request a, b;
     if (!s.handshake_then_request(a)) return;
-    first_read.done();
+    first_read_.done();
     // The blocking read stays unanswered until the second request has arrived.
-    second = s.read_request(b);
-    if (second) s.ok_reply(b);
+    got_ = s.read_request(b);
+    if (got_) s.ok_reply(b);
     s.ok_reply(a);
     s.drain();
   });
@@ -159,7 +164,7 @@ TEST_F(SendBatching, NoWaitingWhileAnotherThreadPolls) {
     char b[512];
     blocking_result = nbd_pread(h_, b, sizeof b, 0, 0);
   });
-  ASSERT_TRUE(first_read.wait());
+  ASSERT_TRUE(first_read_.wait());
   // Let the blocking caller reach its poll, then drive the handle from here once more:
   // this thread is the last to have asked, and still its request must not wait for it.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -168,57 +173,41 @@ TEST_F(SendBatching, NoWaitingWhileAnotherThreadPolls) {
   reader.join();
   EXPECT_EQ(blocking_result, 0) << last_error();
   EXPECT_EQ(wait_for(b), 1) << last_error();
-  EXPECT_TRUE(second.load());
+  EXPECT_TRUE(got_.load());
 }
 
 // nbd_shutdown with LIBNBD_SHUTDOWN_ABANDON_PENDING abandons only requests libnbd would not
 // have sent yet: a request that waits for the driving thread's next poll goes out first.
 TEST_F(SendBatching, ShutdownAbandoningPendingStillSendsWaitingRequests) {
-  make();
-  Step first_read;
-  std::atomic<bool> second{false};
-  connect_ok([&](FakeServer &s) {
-    Request a, b, disc;
-    if (!s.handshake_then_request(a)) return;
-    first_read.done();
-    second = s.read_request(b) && b.type == nbd::kCmdRead;
+  ASSERT_NO_FATAL_FAILURE(open_with_one_awaiting([this](FakeServer &s, const Request &a) {
+    Request b, disc;
+    got_ = s.read_request(b) && b.type == nbd::kCmdRead;
     s.ok_reply(a);
-    if (second) s.ok_reply(b);
+    if (got_) s.ok_reply(b);
     if (s.read_request(disc) && disc.type == nbd::kCmdDisc) s.close();
-  });
-  int64_t a = read_512(0);
-  ASSERT_TRUE(first_read.wait());
-  drive_alone();
+  }));
   int64_t b = read_512(512);
   ASSERT_NE(nbd_shutdown(h_, LIBNBD_SHUTDOWN_ABANDON_PENDING), -1) << last_error();
-  EXPECT_TRUE(second.load()) << "the waiting request was abandoned instead of sent";
-  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(a)), 1) << last_error();
+  EXPECT_TRUE(got_.load()) << "the waiting request was abandoned instead of sent";
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(first_)), 1) << last_error();
   EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(b)), 1) << last_error();
 }
 
 // Closing the handle abandons what is in flight, but a request that only waited for the
 // driving thread's next poll still reaches the server, as it would have with libnbd.
 TEST_F(SendBatching, CloseStillSendsWaitingRequests) {
-  make();
-  Step first_read;
-  std::atomic<bool> second{false};
-  connect_ok([&](FakeServer &s) {
-    Request a, b;
-    if (!s.handshake_then_request(a)) return;
-    first_read.done();
-    second = s.read_request(b) && b.type == nbd::kCmdWrite && b.payload.size() == 512;
+  ASSERT_NO_FATAL_FAILURE(open_with_one_awaiting([this](FakeServer &s, const Request &) {
+    Request b;
+    got_ = s.read_request(b) && b.type == nbd::kCmdWrite && b.payload.size() == 512;
     s.drain();
-  });
-  read_512(0);
-  ASSERT_TRUE(first_read.wait());
-  drive_alone();
+  }));
   char data[512] = {};
   ASSERT_NE(nbd_aio_pwrite(h_, data, sizeof data, 512, NBD_NULL_COMPLETION, 0), -1)
       << last_error();
   nbd_close(h_);
   h_ = nullptr;
   server_->join();
-  EXPECT_TRUE(second.load()) << "the waiting write never reached the server";
+  EXPECT_TRUE(got_.load()) << "the waiting write never reached the server";
 }
 
 }  // namespace
