@@ -221,9 +221,6 @@ def emit_entry(call: m.Call) -> str:
         lines.append(f"  {ret.c_type} ret = {error_value(ret)};")
     lines.append("  try {")
     lines.append("    do {")
-    for a in call.args:
-        if isinstance(a, (m.BytesOut, m.BytesPersistOut)):
-            lines.append(f"      initialize_read_buffer(*h, {a.name}, {a.count});")
     for c in checks(call):
         lines.append(f"      {c}")
     if call.name in PENDING:
@@ -249,6 +246,11 @@ def emit_entry(call: m.Call) -> str:
     if ret is not m.RVoid:
         lines.append(f"    ret = {error_value(ret)};")
     lines.append("  }")
+    # A read that failed before its command was issued zeroes the buffer here; an issued
+    # one has zeroed what the server did not write by the time it completes.
+    for a in call.args:
+        if isinstance(a, (m.BytesOut, m.BytesPersistOut)):
+            lines.append(f"  if (ret == {error_value(ret)}) initialize_read_buffer(*h, {a.name}, {a.count});")
     if traced and ret is not m.RVoid:
         fmt, expr = ret_trace(ret)
         if ret.error is not None and call.may_set_error:

@@ -19,8 +19,9 @@ _BIG_COUNT = (
     "(nbd_get_extended_headers_negotiated); servers may impose smaller limits.")
 
 _SANITIZE = (
-    " Unless nbd_set_pread_initialize turned it off, the buffer is zeroed before "
-    "anything else, so after a failure it holds zeroes or partial data, never stale "
+    " Unless nbd_set_pread_initialize turned it off, whatever part of the buffer the "
+    "server did not write is zeroed by the time the call fails or the command "
+    "completes, so after a failure it holds zeroes or partial data, never stale "
     "memory; otherwise its contents are undefined on failure.")
 
 _CALLBACK_ERRORS = (

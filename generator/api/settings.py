@@ -253,10 +253,14 @@ CALLS: list[Call] = [
     Call(
         "set_pread_initialize", [Bool("request")], RErr, (1, 12),
         "choose whether read buffers are zeroed first",
-        "By default every read call clears the caller's buffer before doing anything "
-        "else, so an application that ignores a read error cannot leak old memory "
-        "contents (compare CVE-2022-0485). Passing false skips that step for callers "
-        "that never use a buffer after a failed read and want the speed.",
+        "By default no read call leaves the caller's buffer holding what it held "
+        "before: a read refused before it is sent zeroes the whole buffer, and an issued "
+        "read zeroes whatever the server did not write by the time it completes, before "
+        "its completion callback runs (or when nbd_close abandons it). So an application "
+        "that ignores a read error cannot leak old memory contents (compare "
+        "CVE-2022-0485). libnbd zeroes the whole buffer when the call starts; what a "
+        "caller may look at, a completed or failed read's buffer, is the same. Passing "
+        "false skips the zeroing for callers that never use a buffer after a failed read.",
         see_also=("get_pread_initialize", "set_strict_mode", "pread",
                   "pread_structured", "aio_pread", "aio_pread_structured"),
     ),

@@ -78,7 +78,7 @@ int64_t submit(Handle &h, Connection &conn, uint32_t strict, CommandPtr cmd, int
 
 int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCallback chunk,
                    CompletionCallback completion, uint32_t flags, bool structured) {
-  // The entry point has already zeroed buf if set_pread_initialize asks for it.
+  // The entry point zeroes buf if this fails; once issued, the command does (see Command).
   Connection *conn = command_connection(h);
   if (!conn) return -1;
   const uint32_t strict = h.strict.load(std::memory_order_relaxed);
@@ -89,6 +89,10 @@ int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCal
   }
   CommandPtr c = new_command(wire::kCmdRead, flags, offset, count);
   c->read_buf = buf;
+  {
+    std::lock_guard lock(h.settings_mutex);
+    c->zero_unfilled = h.settings.pread_initialize && buf != nullptr;
+  }
   c->chunk = std::move(chunk);
   c->completion = std::move(completion);
   return submit(h, *conn, strict, std::move(c), EINVAL);

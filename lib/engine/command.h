@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -30,6 +31,29 @@ struct Command {
 
   int error = 0;                // first error seen (errno value); 0 = success
   uint64_t data_seen = 0;       // read bytes covered by data/hole chunks
+
+  // set_pread_initialize: rather than zeroing the whole read buffer when the command is
+  // issued (a memset as large as the read, most of it overwritten at once), the part the
+  // server did not write is zeroed when the command ends, before any callback can see
+  // the buffer. `filled` is the prefix written by complete data and hole chunks; a chunk
+  // that does not extend it zeroes everything past it first, so that from then on only
+  // server data ever lands on the buffer and nothing is left to do.
+  bool zero_unfilled = false;
+  uint64_t filled = 0;
+
+  // Before the reader writes read_buf from `at` on.
+  void before_fill(uint64_t at) {
+    if (zero_unfilled && at != filled) zero_rest();
+  }
+  // After the reader wrote read_buf[at, at + len) in full (before_fill(at) came first).
+  void after_fill(uint64_t at, uint64_t len) {
+    if (zero_unfilled) filled = at + len;
+  }
+  // When the command ends, whatever its outcome.
+  void settle_read_buffer() {
+    if (zero_unfilled) zero_rest();
+  }
+  ~Command() { settle_read_buffer(); }
   bool reply_started = false;   // a reply chunk arrived (for the simple/structured checks)
   bool claimed = false;         // the reader looked it up (guarded by the table lock)
 
@@ -42,6 +66,12 @@ struct Command {
   std::atomic<bool> issuing{false};
 
   Command *next = nullptr;      // CompletionList / CommandTable done queue link
+
+private:
+  void zero_rest() {
+    std::memset(static_cast<uint8_t *>(read_buf) + filled, 0, count - filled);
+    zero_unfilled = false;
+  }
 };
 
 using CommandPtr = std::unique_ptr<Command>;

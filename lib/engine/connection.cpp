@@ -602,6 +602,7 @@ void Connection::finish_completed(CompletionList &list, CallbackBudget *budget) 
 }
 
 void Connection::run_completion(Command *c) {
+  c->settle_read_buffer();
   table_.begin_callbacks(c);
   bool retire = false;
   if (c->completion) {

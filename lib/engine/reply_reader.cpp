@@ -222,6 +222,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
       return {};
     }
     if (cur_->type == wire::kCmdRead) {
+      cur_->before_fill(0);
       data_dst_ = static_cast<uint8_t *>(cur_->read_buf);
       data_offset_ = cur_->offset;
       data_len_ = data_left_ = cur_->count;
@@ -294,6 +295,7 @@ Status ReplyReader::on_data_prefix() {
     set_cmd_error(c, EPROTO);
     data_dst_ = nullptr;
   } else {
+    c->before_fill(p->offset - c->offset);
     data_dst_ = static_cast<uint8_t *>(c->read_buf) + (p->offset - c->offset);
   }
   data_offset_ = p ? p->offset : 0;
@@ -313,6 +315,7 @@ void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
   Command *c = cur_;
   expect_large_ = data_len_ >= kDirectThreshold;
   if (data_dst_) {
+    c->after_fill(uint64_t(data_dst_ - static_cast<uint8_t *>(c->read_buf)), data_len_);
     c->data_seen += data_len_;
     call_chunk(c, data_dst_, data_len_, data_offset_, LIBNBD_READ_DATA, c->error);
   }
@@ -333,8 +336,11 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
         hole->offset - c->offset > c->count || hole->length > c->count - (hole->offset - c->offset)) {
       set_cmd_error(c, EPROTO);
     } else {
-      uint8_t *dst = static_cast<uint8_t *>(c->read_buf) + (hole->offset - c->offset);
+      const uint64_t at = hole->offset - c->offset;
+      uint8_t *dst = static_cast<uint8_t *>(c->read_buf) + at;
+      c->before_fill(at);
       memset(dst, 0, hole->length);
+      c->after_fill(at, hole->length);
       c->data_seen += hole->length;
       call_chunk(c, dst, hole->length, hole->offset, LIBNBD_READ_HOLE, c->error);
     }
