@@ -9,7 +9,7 @@
 namespace duplexnbd {
 
 CommandTable::~CommandTable() {
-  for (auto &[cookie, c] : in_flight_) delete c;
+  in_flight_.for_each([](uint64_t, Command *c) { delete c; });
   while (done_head_) {
     Command *c = done_head_;
     done_head_ = c->next;
@@ -20,16 +20,15 @@ CommandTable::~CommandTable() {
 uint64_t CommandTable::add(Command *c) {
   std::lock_guard lock(mutex_);
   c->cookie = next_cookie_++;
-  in_flight_.emplace(c->cookie, c);
+  in_flight_.insert(c->cookie, c);
   return c->cookie;
 }
 
 Command *CommandTable::find_in_flight(uint64_t cookie) {
   std::lock_guard lock(mutex_);
-  auto it = in_flight_.find(cookie);
-  if (it == in_flight_.end()) return nullptr;
-  it->second->claimed = true;
-  return it->second;
+  Command *c = in_flight_.find(cookie);
+  if (c) c->claimed = true;
+  return c;
 }
 
 bool CommandTable::abandon(Command *c) {
@@ -68,10 +67,10 @@ std::vector<Command *> CommandTable::take_all_in_flight() {
   std::lock_guard lock(mutex_);
   std::vector<Command *> out;
   out.reserve(in_flight_.size());
-  for (auto &[cookie, c] : in_flight_) {
+  in_flight_.for_each([&](uint64_t cookie, Command *c) {
     out.push_back(c);
     completing_.push_back(cookie);
-  }
+  });
   in_flight_.clear();
   // Oldest first, so callbacks run in issue order.
   std::sort(out.begin(), out.end(), [](Command *a, Command *b) { return a->cookie < b->cookie; });
@@ -118,7 +117,7 @@ Command *CommandTable::take_done(uint64_t cookie, bool *in_flight) {
     const bool running = std::find(running_.begin(), running_.end(), cookie) != running_.end();
     // From inside a callback the completion may be this thread's own job: answer "not yet".
     if (!running || in_callback()) {
-      *in_flight = running || in_flight_.count(cookie) != 0 ||
+      *in_flight = running || in_flight_.find(cookie) != nullptr ||
                    std::find(completing_.begin(), completing_.end(), cookie) != completing_.end();
       return nullptr;
     }

@@ -6,10 +6,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "engine/command.h"
+#include "engine/cookie_map.h"
 
 namespace duplexnbd {
 
@@ -60,7 +60,7 @@ private:
 
   mutable std::mutex mutex_;
   uint64_t next_cookie_ = 1;
-  std::unordered_map<uint64_t, Command *> in_flight_;
+  CookieMap in_flight_;
   std::vector<uint64_t> completing_;       // reply done; few at a time: a vector beats a set
   std::vector<uint64_t> running_;          // callbacks running
   std::condition_variable completed_cv_;   // a completing command left completing_
