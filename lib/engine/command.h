@@ -12,7 +12,11 @@
 
 namespace duplexnbd {
 
-struct Command {
+struct Command final {
+  // Storage comes from a pool of recycled commands (command_pool.cpp).
+  static void *operator new(size_t size);
+  static void operator delete(void *p) noexcept;
+
   uint64_t cookie = 0;
   uint16_t type = 0;            // wire::kCmd*
   uint16_t flags = 0;           // wire::kCmdFlag* as sent
