@@ -180,6 +180,21 @@ TEST_F(ReplyHostile, ReplyForUnknownCookie) {
   expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
 }
 
+// Cookie 0, never handed out (the in-flight table uses it to mark empty slots), while
+// many commands are in flight.
+TEST_F(ReplyHostile, ReplyWithCookieZero) {
+  make();
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    Request r;
+    for (int i = 0; i < 40; i++)
+      if (!s.read_request(r)) return;
+    s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyNone, {});
+    s.drain();
+  });
+  expect_fatal_for_reads(40, 512, {ENOTCONN, EPROTO});
+}
+
 // A reply arrives while the client has sent nothing at all.
 TEST_F(ReplyHostile, ReplyForCommandNeverSent) {
   make(ServerConfig{.structured = false});
