@@ -252,7 +252,7 @@ CALLS: list[Call] = [
     ),
     Call(
         "set_pread_initialize", [Bool("request")], RErr, (1, 12),
-        "choose whether read buffers are zeroed first",
+        "choose whether read buffers are zeroed where the server wrote nothing",
         "By default no read call leaves the caller's buffer holding what it held "
         "before: a read refused before it is sent zeroes the whole buffer, and an issued "
         "read zeroes whatever the server did not write by the time it completes, before "
@@ -266,7 +266,7 @@ CALLS: list[Call] = [
     ),
     Call(
         "get_pread_initialize", [], RBool, (1, 12),
-        "report whether read buffers are zeroed first",
+        "report whether read buffers are zeroed where the server wrote nothing",
         "Returns the flag set by nbd_set_pread_initialize.",
         may_set_error=False,
         see_also=("set_pread_initialize", "pread", "aio_pread"),

@@ -45,6 +45,19 @@ struct Command final {
   bool zero_unfilled = false;
   uint64_t filled = 0;
 
+  bool reply_started = false;   // a reply chunk arrived (for the simple/structured checks)
+  bool claimed = false;         // the reader looked it up (guarded by the table lock)
+
+  // The writer and the reader each hold one reference; whoever drops the last one hands
+  // the command on for completion. This is how the writer can let go of a command whose
+  // reply may already have been parsed by another thread, without touching it after.
+  std::atomic<int> refs{2};
+  // True while the aio call that issued it is still running: its callbacks wait, as with
+  // libnbd, whose handle lock holds reply processing off until that call has returned.
+  std::atomic<bool> issuing{false};
+
+  Command *next = nullptr;      // CompletionList / CommandTable done queue link
+
   // Before the reader writes read_buf from `at` on.
   void before_fill(uint64_t at) {
     if (zero_unfilled && at != filled) zero_rest();
@@ -58,18 +71,6 @@ struct Command final {
     if (zero_unfilled) zero_rest();
   }
   ~Command() { settle_read_buffer(); }
-  bool reply_started = false;   // a reply chunk arrived (for the simple/structured checks)
-  bool claimed = false;         // the reader looked it up (guarded by the table lock)
-
-  // The writer and the reader each hold one reference; whoever drops the last one hands
-  // the command on for completion. This is how the writer can let go of a command whose
-  // reply may already have been parsed by another thread, without touching it after.
-  std::atomic<int> refs{2};
-  // True while the aio call that issued it is still running: its callbacks wait, as with
-  // libnbd, whose handle lock holds reply processing off until that call has returned.
-  std::atomic<bool> issuing{false};
-
-  Command *next = nullptr;      // CompletionList / CommandTable done queue link
 
 private:
   void zero_rest() {
