@@ -28,21 +28,14 @@ public:
   }
 
   Command *find(uint64_t cookie) const {
-    if (cookie == 0) return nullptr;  // a server may send any cookie; 0 marks empty slots
-    for (size_t i = home(cookie);; i = next(i)) {
-      const Slot &s = slots_[i];
-      if (s.cookie == cookie) return s.command;
-      if (s.cookie == 0) return nullptr;
-    }
+    const size_t i = index_of(cookie);
+    return i == kAbsent ? nullptr : slots_[i].command;
   }
 
   // False if absent.
   bool erase(uint64_t cookie) {
-    size_t i = home(cookie);
-    for (;; i = next(i)) {
-      if (slots_[i].cookie == cookie) break;
-      if (slots_[i].cookie == 0) return false;
-    }
+    size_t i = index_of(cookie);
+    if (i == kAbsent) return false;
     // Move later members of the chain into the hole when their home is not past it.
     for (size_t j = next(i); slots_[j].cookie != 0; j = next(j)) {
       const size_t h = home(slots_[j].cookie);
@@ -77,6 +70,17 @@ private:
   };
   static constexpr unsigned kInitialBits = 6;
   static constexpr size_t kInitialCapacity = size_t(1) << kInitialBits;
+
+  static constexpr size_t kAbsent = SIZE_MAX;
+
+  // The slot holding `cookie`, or kAbsent.
+  size_t index_of(uint64_t cookie) const {
+    if (cookie == 0) return kAbsent;  // a server may send any cookie; 0 marks empty slots
+    for (size_t i = home(cookie);; i = next(i)) {
+      if (slots_[i].cookie == cookie) return i;
+      if (slots_[i].cookie == 0) return kAbsent;
+    }
+  }
 
   size_t mask() const { return slots_.size() - 1; }
   size_t home(uint64_t cookie) const {
