@@ -89,10 +89,7 @@ int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCal
   }
   CommandPtr c = new_command(wire::kCmdRead, flags, offset, count);
   c->read_buf = buf;
-  {
-    std::lock_guard lock(h.settings_mutex);
-    c->zero_unfilled = h.settings.pread_initialize && buf != nullptr;
-  }
+  c->zero_unfilled = buf != nullptr && pread_initialize(h);
   c->chunk = std::move(chunk);
   c->completion = std::move(completion);
   return submit(h, *conn, strict, std::move(c), EINVAL);

@@ -46,14 +46,14 @@ bool check_state(Handle &h, StateMask permitted, const char *must_be) {
   return false;
 }
 
+bool pread_initialize(Handle &h) {
+  std::lock_guard lock(h.settings_mutex);
+  return h.settings.pread_initialize;
+}
+
 void initialize_read_buffer(Handle &h, void *buf, size_t count) {
   if (buf == nullptr || count == 0) return;
-  bool initialize;
-  {
-    std::lock_guard lock(h.settings_mutex);
-    initialize = h.settings.pread_initialize;
-  }
-  if (initialize) std::memset(buf, 0, count);
+  if (pread_initialize(h)) std::memset(buf, 0, count);
 }
 
 }  // namespace duplexnbd

@@ -50,6 +50,9 @@ using Handle = ::nbd_handle;
 // The name in "invalid state: ..." messages; returns false after setting the error.
 bool check_state(Handle &h, StateMask permitted, const char *must_be);
 
+// The set_pread_initialize setting.
+bool pread_initialize(Handle &h);
+
 // Zeroes a read buffer when set_pread_initialize asks for it; entry points call it when a
 // read fails, so a caller that ignores the error never sees stale memory (a command that
 // was issued zeroes what the server did not write itself, see Command).
