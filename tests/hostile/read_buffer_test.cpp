@@ -83,6 +83,18 @@ protected:
     EXPECT_TRUE(buf_ == want) << "after completion: " << first_difference(buf_, want);
   }
 
+  // The server sends data for the second half of the read, then an error chunk.
+  void connect_second_half_then_error() {
+    make();
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    data_chunk(s, r.cookie, 0, r.offset + r.length / 2, size_t(r.length) / 2, kData);
+    error_chunk(s, r.cookie);
+    s.drain();
+  });
+  }
+
   std::vector<uint8_t> buf_ = std::vector<uint8_t>(64 * 1024, kStale);
   Seen seen_;
 };
@@ -112,14 +124,7 @@ TEST_F(ReadBuffer, FirstHalfThenErrorZeroesTheRest) {
 }
 
 TEST_F(ReadBuffer, SecondHalfThenErrorZeroesTheFirst) {
-  make();
-  connect_ok([](FakeServer &s) {
-    Request r;
-    if (!s.handshake_then_request(r)) return;
-    data_chunk(s, r.cookie, 0, r.offset + r.length / 2, size_t(r.length) / 2, kData);
-    error_chunk(s, r.cookie);
-    s.drain();
-  });
+  connect_second_half_then_error();
   const size_t half = buf_.size() / 2;
   read_and_expect(-1, expected(buf_.size(), {{half, buf_.size(), kData}}));
 }
@@ -203,14 +208,7 @@ TEST_F(ReadBuffer, CloseWithReadInFlight) {
 
 // With set_pread_initialize(false) the library writes only what the server sent.
 TEST_F(ReadBuffer, InitializeOffLeavesTheRestAlone) {
-  make();
-  connect_ok([](FakeServer &s) {
-    Request r;
-    if (!s.handshake_then_request(r)) return;
-    data_chunk(s, r.cookie, 0, r.offset + r.length / 2, size_t(r.length) / 2, kData);
-    error_chunk(s, r.cookie);
-    s.drain();
-  });
+  connect_second_half_then_error();
   ASSERT_NE(nbd_set_pread_initialize(h_, false), -1) << last_error();
   const size_t half = buf_.size() / 2;
   read_and_expect(-1, expected(buf_.size(), {{0, half, kStale}, {half, buf_.size(), kData}}));
