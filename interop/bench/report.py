@@ -2,6 +2,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # report.py: turn one run.sh results directory into medians, ratios, a Markdown section and a plot.
 """Usage: report.py RESULTS_DIR [--doc docs/performance.md] [--png docs/performance-ratio.png]
+       report.py RESULTS_DIR --misses
+
+--misses prints the points `run.sh --recheck` measures again: those below 0.98, those with more
+client CPU per GiB than libnbd, and the target points. A recheck run's section sets its
+long-run figures beside the earlier run's.
 
 Without --doc it only prints a summary. With --doc it replaces (or adds) the section for this
 run's kind and matrix (validation/duplexnbd x quick/full) and keeps the other runs' sections,
@@ -40,7 +45,7 @@ ratios only show how much the harness itself scatters, and its target table says
 
 CPU per request at 1 and 16 in flight is in the tables too, but the target is set at 64.
 """
-KIND_ORDER = ["duplexnbd-full", "duplexnbd-quick", "validation-full", "validation-quick"]
+KIND_ORDER = ["duplexnbd-full", "duplexnbd-recheck", "duplexnbd-quick", "validation-full", "validation-quick"]
 
 
 def kind_rank(key):
@@ -150,6 +155,38 @@ def point_name(key):
     return f"{server} / {driver} / {op} / {size_name(size)} / {q}"
 
 
+def is_twothread_target(key):
+    server, driver, op, size, q = key
+    return driver == "twothread" and op == "mixed" and size == 262144 and q in (16, 64)
+
+
+def is_latency_target(key):
+    server, driver, op, size, q = key
+    return server == "delay" and driver == "sync" and q in (8, 32)
+
+
+def is_small_request_target(key):
+    server, driver, op, size, q = key
+    return driver == "classic" and size == 4096 and q == 64
+
+
+def cpu_above(p):
+    """Whether ours spent more client CPU per GiB than libnbd at this point."""
+    return bool(p["A"] and p["B"] and p["A"]["cpu_s_per_gib"] > 0
+                and p["B"]["cpu_s_per_gib"] > p["A"]["cpu_s_per_gib"])
+
+
+def below_floor(p):
+    return p["ratio"] is None or p["ratio"] < 0.98
+
+
+def misses(points):
+    """The points a recheck measures again, in the matrix's order."""
+    return [p for p in points
+            if below_floor(p) or cpu_above(p) or is_twothread_target(p["key"])
+            or is_latency_target(p["key"]) or is_small_request_target(p["key"])]
+
+
 def targets(points, evaluated):
     """Rows of (target, point, value, status)."""
     rows = []
@@ -160,29 +197,26 @@ def targets(points, evaluated):
         return "met" if ok else "**missed**"
 
     for p in points:
-        server, driver, op, size, q = p["key"]
-        if driver == "twothread" and op == "mixed" and size == 262144 and q in (16, 64):
+        if is_twothread_target(p["key"]):
             r = p["ratio"]
             rows.append(("ratio ≥ 1.3", point_name(p["key"]), fmt(r, 2),
                          status(r is not None and r >= 1.3)))
     for p in points:
-        server, driver, op, size, q = p["key"]
-        if server == "delay" and driver == "sync" and q in (8, 32):
+        if is_latency_target(p["key"]):
             r = p["ratio"]
             rows.append(("ratio ≥ 4.0", point_name(p["key"]), fmt(r, 2),
                          status(r is not None and r >= 4.0)))
-    below = [p for p in points if p["ratio"] is None or p["ratio"] < 0.98]
+    below = [p for p in points if below_floor(p)]
     rows.append(("no point below 0.98", f"{len(points)} points",
                  f"{len(below)} below (or failed)", status(not below)))
     both = [(p["A"]["cpu_s_per_gib"], p["B"]["cpu_s_per_gib"]) for p in points
             if p["A"] and p["B"] and p["A"]["cpu_s_per_gib"] > 0]
-    higher = sum(1 for a, b in both if b > a)
+    higher = sum(1 for p in points if cpu_above(p))
     much = sum(1 for a, b in both if b > 1.1 * a)
     rows.append(("client CPU per GiB never above libnbd's", f"{len(both)} points",
                  f"{higher} above ({much} by more than 10 %)", status(higher == 0)))
     for p in points:
-        server, driver, op, size, q = p["key"]
-        if driver == "classic" and size == 4096 and q == 64:
+        if is_small_request_target(p["key"]):
             r = p["cpu_req_ratio"]
             rows.append(("CPU/request ≤ 0.5 × libnbd", point_name(p["key"]), fmt(r, 2),
                          status(r is not None and r <= 0.5)))
@@ -225,20 +259,15 @@ def section(meta, points, sockpair, run_key):
              f"library and point, runs alternating A B A B; {meta.get('points', '?')} points in "
              f"{meta.get('elapsed', '?')} s, {meta.get('failures', '0')} failed runs.")
     L.append("")
-    L.append(f"- A (libnbd): `{meta.get('system', '?')}`, reports `{meta.get('system_reports', '?')}`")
-    L.append(f"- B (\"ours\"): `{meta.get('ours', '?')}`, reports `{meta.get('ours_reports', '?')}`")
+    busy, lines = run_lines(meta)
+    L += lines
     if not evaluated:
         L.append("- **Both sides are the same library**: this run checks the harness. Targets are "
                  "not evaluated here.")
-    L.append(f"- Machine: {meta.get('cpu', '?')}, {meta.get('mem', '?')}; "
-             f"`{meta.get('uname', '?')}`")
     L.append(f"- Load average before / after: {meta.get('load_before', '?')} / "
              f"{meta.get('load_after', '?')} (the matrix's own client and server keep it at 2 "
              f"or more while it runs; the A/B alternation is there so that other load hits both "
              f"sides alike)")
-    busy, why = other_jobs(meta)
-    if why:
-        L.append(f"- {why}")
     if busy:
         L.append("- **Measured on a busy machine**: single runs scatter widely and the ratios "
                  "below carry that noise; rerun with `--wait-quiet 600` on a quiet machine "
@@ -330,6 +359,104 @@ def section(meta, points, sockpair, run_key):
     return "\n".join(L)
 
 
+def run_lines(meta):
+    """The lines saying where and how a run was made, common to every kind of section."""
+    L = [f"- A (libnbd): `{meta.get('system', '?')}`, reports `{meta.get('system_reports', '?')}`",
+         f"- B (\"ours\"): `{meta.get('ours', '?')}`, reports `{meta.get('ours_reports', '?')}`",
+         f"- Machine: {meta.get('cpu', '?')}, {meta.get('mem', '?')}; `{meta.get('uname', '?')}`"]
+    busy, why = other_jobs(meta)
+    if why:
+        L.append(f"- {why}")
+    return busy, L
+
+
+def cpu_ratio(p):
+    if p is None or not (p["A"] and p["B"]) or p["A"]["cpu_s_per_gib"] <= 0:
+        return None
+    return p["B"]["cpu_s_per_gib"] / p["A"]["cpu_s_per_gib"]
+
+
+def recheck_section(meta, points, before):
+    """The earlier run's misses measured again with long runs, beside what that run said."""
+    by_key = {p["key"]: p for p in before}
+    L = ["## duplexnbd run (recheck of the full matrix's misses)", ""]
+    L.append(f"Produced by `{meta.get('command', '?')}` on {meta.get('date', '?')} "
+             f"(commit {meta.get('commit', '?')}): every point of the earlier run "
+             f"(`{os.path.basename(meta.get('recheck_of', '?'))}`) that was below 0.98 or "
+             f"spent more client CPU per GiB than libnbd, and every target point, measured "
+             f"again with runs of {meta.get('recheck_seconds', '?')} s (the matrix's runs last "
+             f"0.1–0.25 s) after {meta.get('warmup', '?')} s of warm-up, "
+             f"{meta.get('reps', '?')} repetitions per library, alternating A B; "
+             f"{meta.get('points', '?')} points in {meta.get('elapsed', '?')} s, "
+             f"{meta.get('failures', '0')} failed runs.")
+    L.append("")
+    busy, lines = run_lines(meta)
+    L += lines
+    if busy:
+        L.append("- **Measured on a busy machine**: rerun before drawing conclusions.")
+    L.append("")
+
+    was_below = [p for p in points if p["key"] in by_key and below_floor(by_key[p["key"]])]
+    still_below = [p for p in was_below if below_floor(p)]
+    was_above = [p for p in points if p["key"] in by_key and cpu_above(by_key[p["key"]])]
+    still_above = [p for p in was_above if cpu_above(p)]
+    much = [p for p in still_above if cpu_ratio(p) > 1.1]
+    new_below = [p for p in points if below_floor(p) and p not in was_below]
+    new_above = [p for p in points if cpu_above(p) and p not in was_above]
+    L.append(f"- Below 0.98 in the matrix: {len(was_below)} of the points; with long runs "
+             f"{len(still_below)} of them still are"
+             + (": " + ", ".join(f"{point_name(p['key'])} ({fmt(p['ratio'], 2)})"
+                                 for p in still_below) if still_below else "")
+             + ".")
+    L.append(f"- More client CPU per GiB than libnbd in the matrix: {len(was_above)} of the points; "
+             f"with long runs {len(still_above)} of them still are, {len(much)} by more than "
+             f"10 %.")
+    if new_below or new_above:
+        L.append(f"- Rechecked for another reason and now below 0.98: {len(new_below)}; now "
+                 f"above libnbd's CPU per GiB: {len(new_above)}.")
+    L.append("")
+
+    trows, _ = targets(points, True)
+    L.append("Targets on the rechecked points (a point not rechecked was at least 0.98 and at "
+             "most libnbd's CPU per GiB in the matrix):")
+    L.append("")
+    L.append("| target | point (server / driver / op / size / in flight) | value | status |")
+    L.append("|---|---|---|---|")
+    for t in trows:
+        L.append("| " + " | ".join(t) + " |")
+    L.append("")
+
+    L.append("Each point (medians; matrix = the earlier run's 0.1–0.25 s runs; CPU ratio = "
+             "B's client CPU per GiB ÷ A's; noise = larger (max−min)/median of the two sides):")
+    L.append("")
+    L.append("| server | driver | op | size | in flight / threads | rechecked for | matrix ratio | "
+             "ratio | best | A MiB/s | B MiB/s | matrix CPU ratio | A CPU s/GiB | B CPU s/GiB | "
+             "CPU ratio | noise |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for p in points:
+        server, driver, op, size, q = p["key"]
+        old = by_key.get(p["key"])
+        why = []
+        if old is not None and below_floor(old):
+            why.append("below")
+        if old is not None and cpu_above(old):
+            why.append("CPU")
+        if not why:
+            why.append("target")
+        a, b = p["A"] or {}, p["B"] or {}
+        fail = ""
+        if p["fail"]["A"] or p["fail"]["B"]:
+            fail = f" FAIL A×{p['fail']['A']} B×{p['fail']['B']}"
+        L.append(f"| {server} | {driver} | {op} | {size_name(size)} | {q} | {', '.join(why)} | "
+                 f"{fmt(old['ratio'] if old else None, 2)} | {fmt(p['ratio'], 2)}{fail} | "
+                 f"{fmt(p['best'], 2)} | {fmt(a.get('mib_s'))} | {fmt(b.get('mib_s'))} | "
+                 f"{fmt(cpu_ratio(old), 2)} | {fmt(a.get('cpu_s_per_gib'), 3)} | "
+                 f"{fmt(b.get('cpu_s_per_gib'), 3)} | {fmt(cpu_ratio(p), 2)} | "
+                 f"{fmt(100 * p['noise'] if p['noise'] is not None else None, 0)} % |")
+    L.append("")
+    return "\n".join(L)
+
+
 def header(plot_key, plot_desc, kept=""):
     return f"""# Performance: duplexnbd against libnbd
 
@@ -347,6 +474,7 @@ Run it:
     interop/bench/run.sh                 # full matrix, 444 points
     interop/bench/run.sh --quick         # reduced matrix, 100 points
     interop/bench/run.sh --quick --ours /usr/lib/x86_64-linux-gnu/libnbd.so.0   # harness check
+    interop/bench/run.sh --recheck build-bench/results-DATE   # that run's misses again, 1 s runs
     build-bench/nbd_bench --help         # single runs, one TSV line each
 
 Drivers: {"; ".join(f"`{d}` {DRIVER_NOTES[d]}" for d in DRIVERS)}.
@@ -444,6 +572,7 @@ def main():
     ap.add_argument("results")
     ap.add_argument("--doc")
     ap.add_argument("--png")
+    ap.add_argument("--misses", action="store_true")
     args = ap.parse_args()
 
     meta = read_meta(os.path.join(args.results, "meta.txt"))
@@ -452,6 +581,15 @@ def main():
     sockpair = read_tsv(sp_path)[1] if os.path.exists(sp_path) else []
     points = collect(rows)
     run_key = f"{meta.get('kind', 'unknown')}-{meta.get('mode', 'unknown')}"
+    if args.misses:
+        print("\n".join(" ".join(map(str, p["key"])) for p in misses(points)))
+        return
+    recheck = meta.get("mode") == "recheck"
+    if recheck:
+        _, before_rows = read_tsv(os.path.join(meta["recheck_of"], "results.tsv"))
+        make_section = lambda: recheck_section(meta, points, collect(before_rows))
+    else:
+        make_section = lambda: section(meta, points, sockpair, run_key)
 
     st = ratio_stats(points)
     print(f"{run_key}: {len(points)} points", file=sys.stderr)
@@ -461,7 +599,7 @@ def main():
               f"median run spread {100 * st['noise']:.0f}%", file=sys.stderr)
 
     if not args.doc:
-        print(section(meta, points, sockpair, run_key))
+        print(make_section())
         return
 
     text = open(args.doc).read() if os.path.exists(args.doc) else ""
@@ -472,13 +610,13 @@ def main():
     # Hand-written analysis between the targets and the plot survives a rewrite.
     k = re.search(r"<!-- hand-written begin -->\n.*?<!-- hand-written end -->\n\n?", text, re.S)
     kept = k.group(0) if k else ""
-    sections[run_key] = section(meta, points, sockpair, run_key) + "\n"
+    sections[run_key] = make_section() + "\n"
 
     # The plot shows the best kind of run the file holds: a quick run must not replace the
     # plot of a full one, nor a validation run that of a real duplexnbd run.
     outranked = any(kind_rank(k) < kind_rank(run_key) for k in sections)
     plotted = False
-    if args.png and not outranked:
+    if args.png and not outranked and not recheck:
         what = ("duplexnbd" if meta.get("kind") == "duplexnbd"
                 else "validation: libnbd against itself")
         title = f"{what}, {meta.get('mode')} matrix, {meta.get('date')}"

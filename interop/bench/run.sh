@@ -29,6 +29,10 @@ usage: interop/bench/run.sh [options]
                    see docs/performance.md for what pinning changes)
   --pin-client     run the benchmark (every client thread) on CPU 1; with --pin-server the
                    scheduler's placement, the largest source of noise here, is fixed
+  --recheck DIR    instead of the matrix, measure again, with longer runs, the points that an
+                   earlier run (its results directory) had below 0.98 or with more client CPU
+                   per GiB than libnbd, plus the target points; the report compares the two
+  --seconds S      length of each recheck run (default 1; --scale multiplies it too)
 Library A is the system library, B is ours; both are loaded by the same binary through
 LD_LIBRARY_PATH, runs alternate A B A B per point. Pointing --ours at the system library
 is the harness check: every ratio should then be close to 1.0.
@@ -48,6 +52,8 @@ wait_quiet=0
 warmup=
 pin=0
 pin_client=0
+recheck=
+recheck_secs=1
 while [ $# -gt 0 ]; do
   case $1 in
     --ours) ours=$2; shift 2 ;;
@@ -67,11 +73,19 @@ while [ $# -gt 0 ]; do
     --warmup) warmup=$2; shift 2 ;;
     --pin-server) pin=1; shift ;;
     --pin-client) pin_client=1; shift ;;
+    --recheck) recheck=$(cd "$2" && pwd); shift 2 ;;
+    --seconds) recheck_secs=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 
+if [ -n "$recheck" ]; then
+  [ -f "$recheck/results.tsv" ] || { echo "run.sh: $recheck holds no results.tsv" >&2; exit 2; }
+  quick=0
+  # Long runs settle longer: server threads, socket buffers and the scheduler's placement.
+  [ -n "$warmup" ] || warmup=$(awk -v b="$scale" 'BEGIN { printf "%.3f", 0.1 * b }')
+fi
 [ -n "$warmup" ] || warmup=$(awk -v b="$scale" 'BEGIN { printf "%.3f", 0.03 * b }')
 t_begin=$(date +%s)
 log() { printf '[%4ds] %s\n' $(( $(date +%s) - t_begin )) "$*" >&2; }
@@ -121,7 +135,7 @@ if [ "$(readlink -f "$ours_file")" = "$(readlink -f "$system")" ]; then
 else
   kind=duplexnbd
 fi
-mode=full; [ $quick = 1 ] && mode=quick
+mode=full; [ $quick = 1 ] && mode=quick; [ -n "$recheck" ] && mode=recheck
 dir_for() { if [ "$1" = A ]; then echo "$libdirs/system"; else echo "$libdirs/ours"; fi; }
 
 # ---- servers: all on Unix sockets in a tmpfs directory, all ours to stop ----
@@ -283,7 +297,8 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
   echo "nbdkit=$(nbdkit --version | head -1)"
   echo "qemu_nbd=$(qemu-nbd --version | head -1)"
   echo "commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "command=interop/bench/run.sh$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale")$( [ $pin = 1 ] && echo ' --pin-server')$( [ $pin_client = 1 ] && echo ' --pin-client') --ours $ours"
+  [ -n "$recheck" ] && echo "recheck_of=$recheck" && echo "recheck_seconds=$recheck_secs"
+  echo "command=interop/bench/run.sh$( [ -n "$recheck" ] && echo " --recheck $(basename "$recheck")")$( [ "$recheck_secs" != 1 ] && echo " --seconds $recheck_secs")$( [ $quick = 1 ] && echo ' --quick')$( [ "$reps" != 3 ] && echo " --reps $reps")$( [ "$scale" != 1 ] && echo " --scale $scale")$( [ $pin = 1 ] && echo ' --pin-server')$( [ $pin_client = 1 ] && echo ' --pin-client') --ours $ours"
 } >"$results/meta.txt"
 
 # ---- the matrix ----
@@ -291,7 +306,9 @@ log "B: $(cat "$results/preflight-B.txt" | tr '\t' ' ')"
 # null, where the client is the bottleneck, gets the longest runs; memory and qemu-nbd are
 # server-bound on this machine; the delay server needs only enough requests for a median.
 drivers=(classic poll twothread sync)
-if [ $quick = 1 ]; then
+if [ -n "$recheck" ]; then
+  servers=(); lat_ops=()
+elif [ $quick = 1 ]; then
   servers=(null memory); ops=(read mixed); sizes=(4096 262144); depths=(1 16 64)
   declare -A dur=([null]=0.12 [memory]=0.1 [qemu]=0.1)
   lat_ops=(mixed); lat_size=65536; lat_dur=0.25
@@ -302,7 +319,16 @@ else
   lat_ops=(read write mixed); lat_size=65536; lat_dur=0.25
 fi
 
-for server in "${servers[@]}"; do
+if [ -n "$recheck" ]; then
+  # The earlier run's verdicts, as "server driver op size inflight" lines.
+  mapfile -t recheck_points < <(python3 "$here/report.py" "$recheck" --misses)
+  log "rechecking ${#recheck_points[@]} points of $recheck, ${recheck_secs} s per run"
+  for line in "${recheck_points[@]}"; do
+    read -r server driver op size q <<<"$line"
+    point "$server" "$recheck_secs" "$driver" "$op" "$size" "$q"
+  done
+fi
+for server in ${servers[@]+"${servers[@]}"}; do
   log "server $server"
   for driver in "${drivers[@]}"; do
     for op in "${ops[@]}"; do
@@ -314,9 +340,9 @@ for server in "${servers[@]}"; do
     done
   done
 done
-log "latency case (1 ms delay)"
+[ ${#lat_ops[@]} -gt 0 ] && log "latency case (1 ms delay)"
 for driver in twothread sync; do
-  for op in "${lat_ops[@]}"; do
+  for op in ${lat_ops[@]+"${lat_ops[@]}"}; do
     for q in 8 32; do
       point delay "$lat_dur" "$driver" "$op" "$lat_size" "$q"
     done
