@@ -208,8 +208,11 @@ Status Connection::read_side(CallbackBudget *budget) {
     return {};
   }
   if (*r == ReplyReader::Outcome::EndOfStream) return on_end_of_stream();
-  // Requests issued from the callbacks just run.
-  flush_deferred();
+  // Requests issued from the callbacks just run go out now; and so does what waits
+  // behind a full socket, since a reply means the server has read its request. Left to
+  // POLLOUT, which a Unix socket reports only once its queue is down to a quarter of the
+  // send buffer, the queue would run low before a writer refilled it.
+  flush_queued(bytes > 0 ? Flush::Queued : Flush::Deferred);
   return {};
 }
 
@@ -474,14 +477,15 @@ bool Connection::may_defer_send(uint64_t bytes) const {
   return table_.awaiting_reply() > writer_.queued() + 1;
 }
 
-void Connection::flush_deferred() {
-  if (!writer_.deferred()) return;
+void Connection::flush_queued(Flush what) {
+  auto wanted = [&] { return what == Flush::Queued ? writer_.pending() : writer_.deferred(); };
+  if (!wanted()) return;
   CompletionList finished;
   uint64_t bytes = 0;
   {
     // Another thread holding the writer sends them anyway.
     std::unique_lock lock(writer_.mutex, std::try_to_lock);
-    if (!lock || !writer_.deferred() || h_.state() != State::Ready || !transport_) return;
+    if (!lock || !wanted() || h_.state() != State::Ready || !transport_) return;
     // A failure leaves the requests queued and the direction WRITE: the caller's next
     // notify reports it, as it would have without the deferral.
     (void)writer_.run(*transport_, finished, bytes);
@@ -492,7 +496,7 @@ void Connection::flush_deferred() {
 
 unsigned Connection::direction_for_poll() {
   note_driver();
-  flush_deferred();
+  flush_queued(Flush::Deferred);
   return direction();
 }
 
@@ -789,7 +793,7 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   // Only now, when the kernel is asked: requests issued between rounds that each ran one
   // handed-off callback leave together.
   if (writer_.deferred()) {
-    flush_deferred();
+    flush_queued(Flush::Deferred);
     dir = direction();
   }
   if (transport_ && (dir & LIBNBD_AIO_DIRECTION_READ) && transport_->pending_read()) {

@@ -158,7 +158,10 @@ private:
   // between two such calls may have its requests wait for the next one: see issue().
   void note_driver();
   bool may_defer_send(uint64_t bytes) const;  // with the writer's mutex held
-  void flush_deferred();
+  // Sends what is queued, unless another thread holds the writer: only requests
+  // deferred by may_defer_send, or everything, including what a full socket left.
+  enum class Flush { Deferred, Queued };
+  void flush_queued(Flush what);
 
   Handle &h_;
   std::unique_ptr<transport::Connector> connector_;

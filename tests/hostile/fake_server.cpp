@@ -3,6 +3,7 @@
 #include "fake_server.h"
 
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -107,6 +108,12 @@ bool FakeServer::read_exact(Bytes &b, size_t n) {
     off += size_t(got);
   }
   return true;
+}
+
+size_t FakeServer::unread_bytes() {
+  int n = 0;
+  if (::ioctl(server_fd_, FIONREAD, &n) == -1) return 0;
+  return size_t(n);
 }
 
 bool FakeServer::readable_within(int ms) {

@@ -137,6 +137,8 @@ public:
   bool read_exact(Bytes &b, size_t n);
   // Whether the client has sent anything not yet read, waiting at most `ms`.
   bool readable_within(int ms);
+  // How much the client has sent that the server has not read yet.
+  size_t unread_bytes();
   // Reads and throws away until the client hangs up (or the timeout).
   void drain();
   // Closes the server end: the client sees end of stream.

@@ -9,7 +9,9 @@
 
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <vector>
 
 namespace hostile {
 namespace {
@@ -208,6 +210,54 @@ TEST_F(SendBatching, CloseStillSendsWaitingRequests) {
   h_ = nullptr;
   server_->join();
   EXPECT_TRUE(got_.load()) << "the waiting write never reached the server";
+}
+
+// Writes queued behind a full socket are topped up when a reply is processed, not only
+// when POLLOUT comes: a reply means the server read its request, so the socket has room,
+// and a Unix socket reports POLLOUT only once its queue is down to a quarter of the send
+// buffer, by which time the server may be waiting.  (libnbd 1.14 leaves them for
+// POLLOUT: there the notify_read sends nothing, so the check is ours only.)
+TEST_F(SendBatching, ProcessingAReplyRefillsAFullSocket) {
+  make();
+  // What the client had sent beyond the first write when that write's reply went out,
+  // and once the client had processed the reply.
+  auto unread_at_reply = std::make_shared<std::atomic<size_t>>(0);
+  auto unread_after = std::make_shared<std::atomic<size_t>>(0);
+  connect_ok([this, unread_at_reply, unread_after](FakeServer &s) {
+    Request a;
+    if (!s.handshake() || !issued_.wait()) return;
+    got_ = s.read_request(a);
+    if (got_) s.ok_reply(a);
+    *unread_at_reply = s.unread_bytes();
+    checked_.done();
+    if (!asked_.wait()) return;
+    *unread_after = s.unread_bytes();
+    first_read_.done();
+    s.drain();
+  });
+  constexpr uint64_t kSize = 64 * 1024;
+  static const std::vector<char> payload(kSize, 'w');
+  std::vector<int64_t> cookies;
+  for (uint64_t i = 0; i < 32; i++) {
+    int64_t c = nbd_aio_pwrite(h_, payload.data(), kSize, i * kSize, NBD_NULL_COMPLETION, 0);
+    ASSERT_NE(c, -1) << last_error();
+    cookies.push_back(c);
+  }
+  ASSERT_TRUE(nbd_aio_get_direction(h_) & LIBNBD_AIO_DIRECTION_WRITE)
+      << "2 MiB of writes should be more than the socket holds";
+  issued_.done();
+  ASSERT_TRUE(checked_.wait());
+  ASSERT_TRUE(got_.load()) << "the server did not get the first write";
+  struct pollfd p = {nbd_aio_get_fd(h_), POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 5000), 1) << "the reply did not arrive";
+  ASSERT_NE(nbd_aio_notify_read(h_), -1) << last_error();
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(cookies[0])), 1) << last_error();
+  asked_.done();
+  ASSERT_TRUE(first_read_.wait());
+  if (is_duplexnbd()) {
+    EXPECT_GT(unread_after->load(), unread_at_reply->load())
+        << "processing the reply did not send any of the queued writes";
+  }
 }
 
 }  // namespace
