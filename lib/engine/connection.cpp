@@ -177,12 +177,18 @@ Status Connection::read_side(CallbackBudget *budget) {
   CompletionList finished;
   Result<ReplyReader::Outcome> r = ReplyReader::Outcome::Blocked;
   uint64_t bytes = 0, chunks = 0;
+  bool refill = false;
   {
     // A second reader (another thread, or a callback re-entering) has nothing to add.
     std::unique_lock lock(reader_.mutex, std::try_to_lock);
     if (!lock) return {};
     if (h_.state() != State::Ready || !transport_) return {};
     r = reader_.run(*transport_, table_, finished, bytes, chunks);
+    const uint64_t answered = reader_.answered_request_bytes();
+    if (answered - refill_mark_ >= kRefillBytes) {
+      refill_mark_ = answered;
+      refill = true;
+    }
   }
   bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   chunks_received.fetch_add(chunks, std::memory_order_relaxed);
@@ -209,10 +215,11 @@ Status Connection::read_side(CallbackBudget *budget) {
   }
   if (*r == ReplyReader::Outcome::EndOfStream) return on_end_of_stream();
   // Requests issued from the callbacks just run go out now; and so does what waits
-  // behind a full socket, since a reply means the server has read its request. Left to
-  // POLLOUT, which a Unix socket reports only once its queue is down to a quarter of the
-  // send buffer, the queue would run low before a writer refilled it.
-  flush_queued(bytes > 0 ? Flush::Queued : Flush::Deferred);
+  // behind a full socket once the replies show that the server has read a good part of
+  // it. Left to POLLOUT, which a Unix socket reports only once its queue is down to a
+  // quarter of the send buffer, the queue would run low before a writer refilled it
+  // whenever requests are large.
+  flush_queued(refill ? Flush::Queued : Flush::Deferred);
   return {};
 }
 

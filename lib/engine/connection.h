@@ -198,6 +198,11 @@ private:
 
   std::atomic<bool> disconnect_requested_{false};
 
+  // Reply processing refills the socket once this many request bytes were answered
+  // since it last did: small requests keep waiting for POLLOUT and leave in batches.
+  static constexpr uint64_t kRefillBytes = 64 * 1024;
+  uint64_t refill_mark_ = 0;  // guarded by reader_.mutex
+
   // Leader/follower waiting for blocking calls.
   std::mutex wait_mutex_;
   WaitList followers_;                                 // guarded by wait_mutex_

@@ -434,6 +434,8 @@ void ReplyReader::finish_reply(CompletionList &finished, CommandTable &table) {
   if (!simple_ && c->type == wire::kCmdRead && c->error == 0 && c->data_seen == 0 && c->count > 0)
     set_cmd_error(c, EIO);
   table.remove_in_flight(c);
+  // The header's size in either form is near enough for deciding when to refill.
+  answered_request_bytes_ += wire::kRequestHeaderSize + c->payload_len;
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
   cur_ = nullptr;
   step_ = Step::Header;

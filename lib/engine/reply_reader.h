@@ -42,6 +42,9 @@ public:
   // Forgets a half-parsed reply (connection death; the command is failed by the caller).
   void reset();
   bool mid_reply() const { return mid_reply_.load(std::memory_order_acquire); }
+  // Bytes of requests (headers and write payloads) answered so far: what the server has
+  // certainly read off the socket.  Only grows; read with the reader's mutex held.
+  uint64_t answered_request_bytes() const { return answered_request_bytes_; }
 
 private:
   enum class Step : uint8_t { Header, DataPrefix, Data, Payload, Discard };
@@ -104,6 +107,7 @@ private:
   std::vector<uint8_t> payload_;
   size_t payload_have_ = 0;
   uint64_t discard_left_ = 0;
+  uint64_t answered_request_bytes_ = 0;
 };
 
 }  // namespace duplexnbd
