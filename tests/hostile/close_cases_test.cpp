@@ -99,10 +99,8 @@ TEST_F(CloseHostile, DuringReadReplySync) {
 TEST_F(CloseHostile, IdleWithCommandsInFlight) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    for (int i = 0; i < 8; i++)
-      if (!s.read_request(r)) return;
+    if (!s.handshake_then_requests(8, r)) return;
     s.close();
   });
   std::vector<Counted> done(8);

@@ -110,6 +110,13 @@ bool FakeServer::read_exact(Bytes &b, size_t n) {
   return true;
 }
 
+bool FakeServer::handshake_then_requests(int n, Request &last) {
+  if (!handshake()) return false;
+  for (int i = 0; i < n; i++)
+    if (!read_request(last)) return false;
+  return true;
+}
+
 size_t FakeServer::unread_bytes() {
   int n = 0;
   if (::ioctl(server_fd_, FIONREAD, &n) == -1) return 0;

@@ -114,6 +114,8 @@ public:
   bool handshake_until(uint32_t stop_at, Option &o);
   // How most transmission cases open: the handshake, then the client's first request.
   bool handshake_then_request(Request &r) { return handshake() && read_request(r); }
+  // The same with `n` requests read; the last one is left in `last`.
+  bool handshake_then_requests(int n, Request &last);
 
   // ---- Transmission building blocks.
   bool structured() const { return structured_ok_; }

@@ -131,10 +131,8 @@ TEST_F(ReplyHostile, SimpleReplyWrongMagic) {
 TEST_F(ReplyHostile, StructuredReplyWrongMagic) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    for (int i = 0; i < 4; i++)
-      if (!s.read_request(r)) return;
+    if (!s.handshake_then_requests(4, r)) return;
     Bytes b = s.structured_header(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, 0);
     b[0] ^= 0x80;
     s.send(b);
@@ -185,10 +183,8 @@ TEST_F(ReplyHostile, ReplyForUnknownCookie) {
 TEST_F(ReplyHostile, ReplyWithCookieZero) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    for (int i = 0; i < 40; i++)
-      if (!s.read_request(r)) return;
+    if (!s.handshake_then_requests(40, r)) return;
     s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyNone, {});
     s.drain();
   });
@@ -522,10 +518,8 @@ TEST_F(ReplyHostile, TruncatedMidPayload) {
 TEST_F(ReplyHostile, TruncatedMidChunkHeader) {
   make();
   connect_ok([](FakeServer &s) {
-    if (!s.handshake()) return;
     Request r;
-    for (int i = 0; i < 3; i++)
-      if (!s.read_request(r)) return;
+    if (!s.handshake_then_requests(3, r)) return;
     Bytes b = s.structured_header(r.cookie, 0, nbd::kReplyOffsetData, 8 + 512);
     b.resize(13);
     s.send(b);
