@@ -170,10 +170,17 @@ def is_small_request_target(key):
     return driver == "classic" and size == 4096 and q == 64
 
 
+def cpu_ratio(p):
+    """Ours' client CPU per GiB over libnbd's (None without both, or for no point)."""
+    if p is None or not (p["A"] and p["B"]) or p["A"]["cpu_s_per_gib"] <= 0:
+        return None
+    return p["B"]["cpu_s_per_gib"] / p["A"]["cpu_s_per_gib"]
+
+
 def cpu_above(p):
     """Whether ours spent more client CPU per GiB than libnbd at this point."""
-    return bool(p["A"] and p["B"] and p["A"]["cpu_s_per_gib"] > 0
-                and p["B"]["cpu_s_per_gib"] > p["A"]["cpu_s_per_gib"])
+    r = cpu_ratio(p)
+    return r is not None and r > 1
 
 
 def below_floor(p):
@@ -209,11 +216,10 @@ def targets(points, evaluated):
     below = [p for p in points if below_floor(p)]
     rows.append(("no point below 0.98", f"{len(points)} points",
                  f"{len(below)} below (or failed)", status(not below)))
-    both = [(p["A"]["cpu_s_per_gib"], p["B"]["cpu_s_per_gib"]) for p in points
-            if p["A"] and p["B"] and p["A"]["cpu_s_per_gib"] > 0]
-    higher = sum(1 for p in points if cpu_above(p))
-    much = sum(1 for a, b in both if b > 1.1 * a)
-    rows.append(("client CPU per GiB never above libnbd's", f"{len(both)} points",
+    cpu = [r for r in map(cpu_ratio, points) if r is not None]
+    higher = sum(1 for r in cpu if r > 1)
+    much = sum(1 for r in cpu if r > 1.1)
+    rows.append(("client CPU per GiB never above libnbd's", f"{len(cpu)} points",
                  f"{higher} above ({much} by more than 10 %)", status(higher == 0)))
     for p in points:
         if is_small_request_target(p["key"]):
@@ -327,11 +333,7 @@ def section(meta, points, sockpair, run_key):
     L.append("Targets" + (" (busy machine: a \"missed\" here may be noise, see the best-run "
                           "column and the geometric means)" if busy and evaluated else "") + ":")
     L.append("")
-    L.append("| target | point (server / driver / op / size / in flight) | value | status |")
-    L.append("|---|---|---|---|")
-    for t in trows:
-        L.append("| " + " | ".join(t) + " |")
-    L.append("")
+    L += targets_table(trows)
     if below and evaluated:
         L.append("Points below 0.98: " + ", ".join(
             f"{point_name(p['key'])} ({fmt(p['ratio'], 2)})" for p in below) + ".")
@@ -347,16 +349,31 @@ def section(meta, points, sockpair, run_key):
     for p in points:
         server, driver, op, size, q = p["key"]
         a, b = p["A"] or {}, p["B"] or {}
-        fail = ""
-        if p["fail"]["A"] or p["fail"]["B"]:
-            fail = f" FAIL A×{p['fail']['A']} B×{p['fail']['B']}"
         L.append(f"| {server} | {driver} | {op} | {size_name(size)} | {q} | "
-                 f"{fmt(a.get('mib_s'))} | {fmt(b.get('mib_s'))} | {fmt(p['ratio'], 3)}{fail} | {fmt(p['best'], 3)} | "
+                 f"{fmt(a.get('mib_s'))} | {fmt(b.get('mib_s'))} | {fmt(p['ratio'], 3)}{fail_note(p)} | {fmt(p['best'], 3)} | "
                  f"{fmt(a.get('cpu_s_per_gib'), 3)} | {fmt(b.get('cpu_s_per_gib'), 3)} | "
                  f"{fmt(a.get('cpu_us_per_req'), 2)} | {fmt(b.get('cpu_us_per_req'), 2)} | "
-                 f"{fmt(100 * p['noise'] if p['noise'] is not None else None, 0)} % |")
+                 f"{noise_cell(p)} |")
     L.append("")
     return "\n".join(L)
+
+
+def fail_note(p):
+    """What follows a point's ratio when some of its runs failed."""
+    if p["fail"]["A"] or p["fail"]["B"]:
+        return f" FAIL A×{p['fail']['A']} B×{p['fail']['B']}"
+    return ""
+
+
+def noise_cell(p):
+    return f"{fmt(100 * p['noise'] if p['noise'] is not None else None, 0)} %"
+
+
+def targets_table(trows):
+    L = ["| target | point (server / driver / op / size / in flight) | value | status |",
+         "|---|---|---|---|"]
+    L += ["| " + " | ".join(t) + " |" for t in trows]
+    return L + [""]
 
 
 def run_lines(meta):
@@ -368,12 +385,6 @@ def run_lines(meta):
     if why:
         L.append(f"- {why}")
     return busy, L
-
-
-def cpu_ratio(p):
-    if p is None or not (p["A"] and p["B"]) or p["A"]["cpu_s_per_gib"] <= 0:
-        return None
-    return p["B"]["cpu_s_per_gib"] / p["A"]["cpu_s_per_gib"]
 
 
 def recheck_section(meta, points, before):
@@ -420,11 +431,7 @@ def recheck_section(meta, points, before):
     L.append("Targets on the rechecked points (a point not rechecked was at least 0.98 and at "
              "most libnbd's CPU per GiB in the matrix):")
     L.append("")
-    L.append("| target | point (server / driver / op / size / in flight) | value | status |")
-    L.append("|---|---|---|---|")
-    for t in trows:
-        L.append("| " + " | ".join(t) + " |")
-    L.append("")
+    L += targets_table(trows)
 
     L.append("Each point (medians; matrix = the earlier run's 0.1–0.25 s runs; CPU ratio = "
              "B's client CPU per GiB ÷ A's; noise = larger (max−min)/median of the two sides):")
@@ -444,15 +451,12 @@ def recheck_section(meta, points, before):
         if not why:
             why.append("target")
         a, b = p["A"] or {}, p["B"] or {}
-        fail = ""
-        if p["fail"]["A"] or p["fail"]["B"]:
-            fail = f" FAIL A×{p['fail']['A']} B×{p['fail']['B']}"
         L.append(f"| {server} | {driver} | {op} | {size_name(size)} | {q} | {', '.join(why)} | "
-                 f"{fmt(old['ratio'] if old else None, 2)} | {fmt(p['ratio'], 2)}{fail} | "
+                 f"{fmt(old['ratio'] if old else None, 2)} | {fmt(p['ratio'], 2)}{fail_note(p)} | "
                  f"{fmt(p['best'], 2)} | {fmt(a.get('mib_s'))} | {fmt(b.get('mib_s'))} | "
                  f"{fmt(cpu_ratio(old), 2)} | {fmt(a.get('cpu_s_per_gib'), 3)} | "
                  f"{fmt(b.get('cpu_s_per_gib'), 3)} | {fmt(cpu_ratio(p), 2)} | "
-                 f"{fmt(100 * p['noise'] if p['noise'] is not None else None, 0)} % |")
+                 f"{noise_cell(p)} |")
     L.append("")
     return "\n".join(L)
 
