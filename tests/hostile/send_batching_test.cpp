@@ -9,7 +9,6 @@
 
 #include <condition_variable>
 #include <functional>
-#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -69,9 +68,11 @@ protected:
 
   // Shared with the server script, so they outlive any early return of the test body
   // (TearDown joins the script first).
-  Step first_read_, issued_, checked_, asked_;
+  Step first_read_, issued_, checked_, asked_, measured_;
   std::atomic<bool> early_{true};  // requests arrived before the client polled again
   std::atomic<bool> got_{false};   // the server got what the case expects
+  // Bytes the client had sent that the server had not read yet, at two moments.
+  std::atomic<size_t> unread_at_reply_{0}, unread_after_{0};
   int64_t first_ = -1;
   char buf_[4096] = {};
 };
@@ -221,18 +222,16 @@ TEST_F(SendBatching, ProcessingAReplyRefillsAFullSocket) {
   make();
   // What the client had sent beyond the first write when that write's reply went out,
   // and once the client had processed the reply.
-  auto unread_at_reply = std::make_shared<std::atomic<size_t>>(0);
-  auto unread_after = std::make_shared<std::atomic<size_t>>(0);
-  connect_ok([this, unread_at_reply, unread_after](FakeServer &s) {
+  connect_ok([this](FakeServer &s) {
     Request a;
     if (!s.handshake() || !issued_.wait()) return;
     got_ = s.read_request(a);
     if (got_) s.ok_reply(a);
-    *unread_at_reply = s.unread_bytes();
+    unread_at_reply_ = s.unread_bytes();
     checked_.done();
     if (!asked_.wait()) return;
-    *unread_after = s.unread_bytes();
-    first_read_.done();
+    unread_after_ = s.unread_bytes();
+    measured_.done();
     s.drain();
   });
   constexpr uint64_t kSize = 64 * 1024;
@@ -253,9 +252,9 @@ TEST_F(SendBatching, ProcessingAReplyRefillsAFullSocket) {
   ASSERT_NE(nbd_aio_notify_read(h_), -1) << last_error();
   EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(cookies[0])), 1) << last_error();
   asked_.done();
-  ASSERT_TRUE(first_read_.wait());
+  ASSERT_TRUE(measured_.wait());
   if (is_duplexnbd()) {
-    EXPECT_GT(unread_after->load(), unread_at_reply->load())
+    EXPECT_GT(unread_after_.load(), unread_at_reply_.load())
         << "processing the reply did not send any of the queued writes";
   }
 }
