@@ -738,13 +738,17 @@ void Connection::reap_dead() {
 // Waiting.
 
 void Connection::wake_pollers(Wake why) {
-  if (wakeup_) wakeup_->signal();
-  // Pairs with the same read-modify-write in wait_until and at the start of each of the
-  // leader's poll rounds (all such RMWs on one atomic are ordered, and each later one
-  // acquires the earlier): either the leader sees what the caller just published when it
-  // next computes its direction, or it is woken here.  (An RMW rather than a fence, which
-  // ThreadSanitizer does not model.)
+  // Pairs with the same read-modify-write in wait_until and at the start of each poll
+  // round (all such RMWs on one atomic are ordered, and each later one acquires the
+  // earlier): either the poller sees what the caller just published when it next
+  // computes its direction, or the caller sees the poller (in wakeup_listeners_, or as
+  // the leader) and wakes it.  (An RMW rather than a fence, which ThreadSanitizer does
+  // not model.)
   order_point_.fetch_add(0, std::memory_order_acq_rel);
+  // Most signals come from the only thread that polls, between its own polls (an
+  // nbd_poll loop that issues from callbacks or hands back completions): it will compute
+  // its direction afresh, so the eventfd write, and the read that drains it, are saved.
+  if (wakeup_ && wakeup_listeners_.load(std::memory_order_relaxed) != 0) wakeup_->signal();
   if (!leader_polling_.load(std::memory_order_relaxed) || !leader_wakeup_) return;
   // A queued request needs no wake-up when the leader's round polls for POLLOUT: the round
   // clears leader_polls_write_ before its RMW and sets it only once its direction included
@@ -808,6 +812,25 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
     if (!s) return s.take_error();
     return 1;
   }
+  // An nbd_poll caller about to wait on wakeup_ counts as listening before it computes
+  // the direction it polls for, so whatever another thread publishes after that wakes
+  // it (see wake_pollers); and only while it waits, as what it does itself before and
+  // after, reply processing included, is seen by its caller's next poll.
+  struct Listening {
+    std::atomic<int> *listeners = nullptr;
+    void stop() {
+      if (listeners) listeners->fetch_sub(1, std::memory_order_relaxed);
+      listeners = nullptr;
+    }
+    ~Listening() { stop(); }
+  } listening;
+  if (!leader && wakeup_) {
+    listening.listeners = &wakeup_listeners_;
+    wakeup_listeners_.fetch_add(1, std::memory_order_relaxed);
+    order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_pollers
+    dir = direction();
+    if (dir == 0) return 1;  // the state changed meanwhile: the caller looks again
+  }
   struct pollfd fds[3];
   int n = 0;
   fds[n++] = {sock, short(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
@@ -831,6 +854,7 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   in_poll_.fetch_add(1, std::memory_order_relaxed);
   int r = ::poll(fds, nfds_t(n), timeout_ms);
   in_poll_.fetch_sub(1, std::memory_order_relaxed);
+  listening.stop();
   if (r < 0) {
     if (errno == EINTR) return 0;
     return errno_error("poll");

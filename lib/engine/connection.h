@@ -111,8 +111,9 @@ public:
   // Statistics (nbd_stats_*).
   std::atomic<uint64_t> bytes_sent{0}, chunks_sent{0}, bytes_received{0}, chunks_received{0};
 
-  // Wakes a thread blocked in poll inside the library.  For a request left queued
-  // (QueuedWrite) the blocking callers' leader is only woken if its poll lacks POLLOUT.
+  // Wakes a thread blocked in poll inside the library; with none there, it costs no
+  // system call.  For a request left queued (QueuedWrite) the blocking callers' leader
+  // is only woken if its poll lacks POLLOUT.
   enum class Wake { Any, QueuedWrite };
   void wake_pollers(Wake why = Wake::Any);
 
@@ -185,10 +186,11 @@ private:
   std::atomic<uintptr_t> driver_{0};   // the thread that last drove the handle
   std::atomic<unsigned> solo_calls_{0}; // its calls since another thread drove it
   std::atomic<int> in_poll_{0};        // threads blocked in poll_once
+  std::atomic<int> wakeup_listeners_{0};  // nbd_poll callers that will wait on wakeup_
   // The leader's current poll includes POLLOUT, so a newly queued request needs no
   // wake-up: the socket's writability reaches the leader anyway (see wake_pollers).
   std::atomic<bool> leader_polls_write_{false};
-  std::atomic<unsigned> order_point_{0};  // orders wake_pollers against a new leader
+  std::atomic<unsigned> order_point_{0};  // orders wake_pollers against pollers
   mutable std::atomic<bool> write_observed_{false};
   std::mutex handoff_mutex_;
   CompletionList handoff_;                     // guarded by handoff_mutex_

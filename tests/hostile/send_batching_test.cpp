@@ -179,6 +179,47 @@ TEST_F(SendBatching, NoWaitingWhileAnotherThreadPolls) {
   EXPECT_TRUE(got_.load());
 }
 
+// A thread blocked in nbd_poll while it waits only for a reply must be woken when
+// another thread's request overflows the socket: the rest needs a POLLOUT poll.  The
+// server here answers nothing until it has the whole request, so a poller left asleep
+// sees its poll time out (and only then, computing its direction again, sends the rest).
+TEST_F(SendBatching, AThreadInNbdPollIsWokenToSendWhatAFullSocketLeft) {
+  make();
+  if (!is_duplexnbd()) GTEST_SKIP() << "libnbd holds the handle's lock while nbd_poll waits";
+  constexpr size_t kBig = 4 << 20;  // far beyond a socket buffer
+  connect_ok([this](FakeServer &s) {
+    Request a, b;
+    if (!s.handshake_then_request(a)) return;
+    first_read_.done();
+    got_ = s.read_request(b) && b.type == nbd::kCmdWrite && b.payload.size() == kBig;
+    if (got_) s.ok_reply(b);
+    s.ok_reply(a);
+    s.drain();
+  });
+  first_ = read_512(0);
+  ASSERT_TRUE(first_read_.wait());
+  std::atomic<int> timeouts{0}, failures{0};
+  std::thread poller([&] {
+    // The read completes only after the write has arrived whole.
+    while (nbd_aio_in_flight(h_) > 0) {
+      int r = nbd_poll(h_, 2000);
+      if (r == 0) timeouts++;
+      if (r == -1 && ++failures > 3) break;
+    }
+  });
+  // Let the poller block with nothing to send, so its poll lacks POLLOUT.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<char> data(kBig, 'w');
+  int64_t b = nbd_aio_pwrite(h_, data.data(), data.size(), 0, NBD_NULL_COMPLETION, 0);
+  EXPECT_NE(b, -1) << last_error();
+  poller.join();
+  EXPECT_EQ(timeouts.load(), 0) << "the poller was not woken for the queued rest";
+  EXPECT_EQ(failures.load(), 0) << last_error();
+  EXPECT_TRUE(got_.load());
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(first_)), 1) << last_error();
+  EXPECT_EQ(nbd_aio_command_completed(h_, uint64_t(b)), 1) << last_error();
+}
+
 // nbd_shutdown with LIBNBD_SHUTDOWN_ABANDON_PENDING abandons only requests libnbd would not
 // have sent yet: a request that waits for the driving thread's next poll goes out first.
 TEST_F(SendBatching, ShutdownAbandoningPendingStillSendsWaitingRequests) {
