@@ -816,20 +816,16 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   // the direction it polls for, so whatever another thread publishes after that wakes
   // it (see wake_pollers); and only while it waits, as what it does itself before and
   // after, reply processing included, is seen by its caller's next poll.
-  struct Listening {
-    std::atomic<int> *listeners = nullptr;
-    void stop() {
-      if (listeners) listeners->fetch_sub(1, std::memory_order_relaxed);
-      listeners = nullptr;
-    }
-    ~Listening() { stop(); }
-  } listening;
-  if (!leader && wakeup_) {
-    listening.listeners = &wakeup_listeners_;
+  const bool listens = !leader && wakeup_;
+  if (listens) {
     wakeup_listeners_.fetch_add(1, std::memory_order_relaxed);
     order_point_.fetch_add(0, std::memory_order_acq_rel);  // see wake_pollers
     dir = direction();
-    if (dir == 0) return 1;  // the state changed meanwhile: the caller looks again
+    if (dir == 0) {
+      // The state changed meanwhile: the caller looks again.
+      wakeup_listeners_.fetch_sub(1, std::memory_order_relaxed);
+      return 1;
+    }
   }
   struct pollfd fds[3];
   int n = 0;
@@ -854,7 +850,7 @@ Result<int> Connection::poll_once(int timeout_ms, int extra_fd, bool leader) {
   in_poll_.fetch_add(1, std::memory_order_relaxed);
   int r = ::poll(fds, nfds_t(n), timeout_ms);
   in_poll_.fetch_sub(1, std::memory_order_relaxed);
-  listening.stop();
+  if (listens) wakeup_listeners_.fetch_sub(1, std::memory_order_relaxed);
   if (r < 0) {
     if (errno == EINTR) return 0;
     return errno_error("poll");
