@@ -71,7 +71,9 @@ def impl_params(call: m.Call) -> list[tuple[str, str]]:
         out.append(("duplexnbd::Handle *", "h"))
     for a in list(call.args) + list(call.optargs):
         if isinstance(a, (m.Closure, m.OClosure)):
-            out.append((closure_cxx_type(a.closure), a.name))
+            # By reference: the entry point keeps ownership until the call moves a closure
+            # into whatever will invoke it, so the order of the frees stays its own.
+            out.append((closure_cxx_type(a.closure) + " &&", a.name))
         else:
             out.extend(arg_params(a))
     return out
@@ -200,7 +202,10 @@ def emit_entry(call: m.Call) -> str:
     lines.append(f"  CallContext context_(\"{call.c_name}\");")
     owned = [a for a in list(call.args) + list(call.optargs) if isinstance(a, (m.Closure, m.OClosure))]
     # Own closures before anything can fail, so .free runs exactly once on every path.
-    for a in owned:
+    # Declared last to first, so that on the way out they are freed in argument order:
+    # a mid-command callback's .free before the completion callback's, as libnbd orders
+    # them (the completion callback is always the last closure).
+    for a in reversed(owned):
         lines.append(f"  {closure_cxx_type(a.closure)} {a.name}_owned_({a.name});")
     traced = call.handle and call.name != "close"
     if traced:

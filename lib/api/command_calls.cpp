@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Transmission commands (blocking and aio forms), disconnecting, and the aio plumbing.
 #include <cerrno>
-#include <chrono>
 #include <cinttypes>
 #include <condition_variable>
 #include <cstring>
@@ -51,7 +50,7 @@ CommandPtr new_command(uint16_t type, uint32_t flags, uint64_t offset, uint64_t 
 // after NBD_CMD_DISC, the range checks (all commands but flush, which pass
 // bounds_errno 0), then the size limits; then the hand-off to the engine.
 // `filter_len` is the size of a block-status filter payload (0: not a filtered request).
-int64_t submit(Handle &h, Connection &conn, uint32_t strict, CommandPtr cmd, int bounds_errno,
+int64_t submit(Connection &conn, uint32_t strict, CommandPtr cmd, int bounds_errno,
                uint64_t filter_len = 0) {
   if (conn.disconnect_requested()) {
     set_error(EINVAL, "cannot request more commands after NBD_CMD_DISC");
@@ -68,9 +67,6 @@ int64_t submit(Handle &h, Connection &conn, uint32_t strict, CommandPtr cmd, int
     set_error(r.error());
     return -1;
   }
-  // A connection that died between the caller's state check and the queueing would
-  // never look at this command again; have it reaped so it completes (with the error).
-  if (h.state() == State::Dead) conn.fail(conn.fatal_error());
   return int64_t(*r);
 }
 
@@ -92,7 +88,7 @@ int64_t start_read(Handle &h, void *buf, size_t count, uint64_t offset, ChunkCal
   c->zero_unfilled = buf != nullptr && pread_initialize(h);
   c->chunk = std::move(chunk);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), EINVAL);
+  return submit(*conn, strict, std::move(c), EINVAL);
 }
 
 // Strict-mode checks shared by every command that modifies the export: a read-only
@@ -135,7 +131,7 @@ int64_t start_write(Handle &h, const void *buf, size_t count, uint64_t offset,
   c->payload = buf;
   c->payload_len = count;
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), ENOSPC);
+  return submit(*conn, strict, std::move(c), ENOSPC);
 }
 
 int64_t start_flush(Handle &h, CompletionCallback completion, uint32_t flags) {
@@ -149,7 +145,7 @@ int64_t start_flush(Handle &h, CompletionCallback completion, uint32_t flags) {
   }
   CommandPtr c = new_command(wire::kCmdFlush, flags, 0, 0);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), 0);
+  return submit(*conn, strict, std::move(c), 0);
 }
 
 int64_t start_trim(Handle &h, uint64_t count, uint64_t offset, CompletionCallback completion,
@@ -167,7 +163,7 @@ int64_t start_trim(Handle &h, uint64_t count, uint64_t offset, CompletionCallbac
   }
   CommandPtr c = new_command(wire::kCmdTrim, flags, offset, count);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), ENOSPC);
+  return submit(*conn, strict, std::move(c), ENOSPC);
 }
 
 int64_t start_cache(Handle &h, uint64_t count, uint64_t offset, CompletionCallback completion,
@@ -183,7 +179,7 @@ int64_t start_cache(Handle &h, uint64_t count, uint64_t offset, CompletionCallba
   }
   CommandPtr c = new_command(wire::kCmdCache, flags, offset, count);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), EINVAL);
+  return submit(*conn, strict, std::move(c), EINVAL);
 }
 
 int64_t start_zero(Handle &h, uint64_t count, uint64_t offset, CompletionCallback completion,
@@ -205,7 +201,7 @@ int64_t start_zero(Handle &h, uint64_t count, uint64_t offset, CompletionCallbac
   }
   CommandPtr c = new_command(wire::kCmdWriteZeroes, flags, offset, count);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), ENOSPC);
+  return submit(*conn, strict, std::move(c), ENOSPC);
 }
 
 // Block status needs a structured reply and something to report on.
@@ -235,7 +231,7 @@ int64_t start_block_status(Handle &h, uint64_t count, uint64_t offset, ExtentCal
   c->extent = std::move(extent);
   c->extent64 = std::move(extent64);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), EINVAL);
+  return submit(*conn, strict, std::move(c), EINVAL);
 }
 
 int64_t start_block_status_filter(Handle &h, uint64_t count, uint64_t offset, char **contexts,
@@ -293,7 +289,7 @@ int64_t start_block_status_filter(Handle &h, uint64_t count, uint64_t offset, ch
   }
   c->extent64 = std::move(extent64);
   c->completion = std::move(completion);
-  return submit(h, *conn, strict, std::move(c), EINVAL, len);
+  return submit(*conn, strict, std::move(c), EINVAL, len);
 }
 
 // ---- blocking forms --------------------------------------------------------------------
@@ -325,9 +321,11 @@ public:
     Connection &conn = *h.connection;
     Status s = conn.wait_until([this] { return done(); });
     if (!done()) {
-      // The connection failed first. The engine still owns the command and might yet
-      // write into the caller's buffer: it must be reaped before we return.
-      wait_reaped(conn, s ? make_error(ENOTCONN, "the connection is closed") : s.error());
+      // The connection ended (or the wait failed) first.  The engine still owns the
+      // command and might yet write into the caller's buffer: it must be finished before
+      // we return.  Ending the connection makes sure it is (reaping always happens).
+      conn.fail(s ? make_error(ENOTCONN, "the connection is closed") : s.error());
+      wait_finished();
     }
     if (!s && error_ != 0) {
       // Our command died with the connection: say why the connection died.
@@ -346,16 +344,9 @@ private:
 
   bool done() const { return done_.load(std::memory_order_acquire); }
 
-  void wait_reaped(Connection &conn, const Error &why) {
+  void wait_finished() {
     std::unique_lock lock(mutex_);
-    while (!done()) {
-      lock.unlock();
-      // Harmless when already dead apart from retrying the reaping, which an earlier
-      // attempt may have left to a thread that was busy in the reader.
-      conn.fail(why);
-      lock.lock();
-      cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return done(); });
-    }
+    cv_.wait(lock, [this] { return done(); });
   }
 
   static int on_complete(void *user_data, int *error) {
@@ -396,59 +387,59 @@ private:
 // ---- aio forms -------------------------------------------------------------------------
 
 int64_t aio_pread(Handle &h, void *buf, size_t count, uint64_t offset,
-                  Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                  Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_read(h, buf, count, offset, ChunkCallback(), std::move(completion_callback), flags,
                     false);
 }
 
 int64_t aio_pread_structured(Handle &h, void *buf, size_t count, uint64_t offset,
-                             Closure<nbd_chunk_callback> chunk_callback,
-                             Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                             Closure<nbd_chunk_callback> &&chunk_callback,
+                             Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_read(h, buf, count, offset, std::move(chunk_callback),
                     std::move(completion_callback), flags, true);
 }
 
 int64_t aio_pwrite(Handle &h, const void *buf, size_t count, uint64_t offset,
-                   Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                   Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_write(h, buf, count, offset, std::move(completion_callback), flags);
 }
 
-int64_t aio_flush(Handle &h, Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+int64_t aio_flush(Handle &h, Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_flush(h, std::move(completion_callback), flags);
 }
 
 int64_t aio_trim(Handle &h, uint64_t count, uint64_t offset,
-                 Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                 Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_trim(h, count, offset, std::move(completion_callback), flags);
 }
 
 int64_t aio_cache(Handle &h, uint64_t count, uint64_t offset,
-                  Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                  Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_cache(h, count, offset, std::move(completion_callback), flags);
 }
 
 int64_t aio_zero(Handle &h, uint64_t count, uint64_t offset,
-                 Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                 Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_zero(h, count, offset, std::move(completion_callback), flags);
 }
 
 int64_t aio_block_status(Handle &h, uint64_t count, uint64_t offset,
-                         Closure<nbd_extent_callback> extent_callback,
-                         Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                         Closure<nbd_extent_callback> &&extent_callback,
+                         Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_block_status(h, count, offset, std::move(extent_callback), Extent64Callback(),
                             std::move(completion_callback), flags);
 }
 
 int64_t aio_block_status_64(Handle &h, uint64_t count, uint64_t offset,
-                            Closure<nbd_extent64_callback> extent64_callback,
-                            Closure<nbd_completion_callback> completion_callback, uint32_t flags) {
+                            Closure<nbd_extent64_callback> &&extent64_callback,
+                            Closure<nbd_completion_callback> &&completion_callback, uint32_t flags) {
   return start_block_status(h, count, offset, ExtentCallback(), std::move(extent64_callback),
                             std::move(completion_callback), flags);
 }
 
 int64_t aio_block_status_filter(Handle &h, uint64_t count, uint64_t offset, char **contexts,
-                                Closure<nbd_extent64_callback> extent64_callback,
-                                Closure<nbd_completion_callback> completion_callback,
+                                Closure<nbd_extent64_callback> &&extent64_callback,
+                                Closure<nbd_completion_callback> &&completion_callback,
                                 uint32_t flags) {
   return start_block_status_filter(h, count, offset, contexts, std::move(extent64_callback),
                                    std::move(completion_callback), flags);
@@ -478,7 +469,7 @@ int pread(Handle &h, void *buf, size_t count, uint64_t offset, uint32_t flags) {
 }
 
 int pread_structured(Handle &h, void *buf, size_t count, uint64_t offset,
-                     Closure<nbd_chunk_callback> chunk_callback, uint32_t flags) {
+                     Closure<nbd_chunk_callback> &&chunk_callback, uint32_t flags) {
   SyncRef w;
   int64_t cookie =
       start_read(h, buf, count, offset, std::move(chunk_callback), w->completion(), flags, true);
@@ -516,7 +507,7 @@ int zero(Handle &h, uint64_t count, uint64_t offset, uint32_t flags) {
 }
 
 int block_status(Handle &h, uint64_t count, uint64_t offset,
-                 Closure<nbd_extent_callback> extent_callback, uint32_t flags) {
+                 Closure<nbd_extent_callback> &&extent_callback, uint32_t flags) {
   SyncRef w;
   int64_t cookie = start_block_status(h, count, offset, std::move(extent_callback),
                                       Extent64Callback(), w->completion(), flags);
@@ -524,7 +515,7 @@ int block_status(Handle &h, uint64_t count, uint64_t offset,
 }
 
 int block_status_64(Handle &h, uint64_t count, uint64_t offset,
-                    Closure<nbd_extent64_callback> extent64_callback, uint32_t flags) {
+                    Closure<nbd_extent64_callback> &&extent64_callback, uint32_t flags) {
   SyncRef w;
   int64_t cookie = start_block_status(h, count, offset, ExtentCallback(),
                                       std::move(extent64_callback), w->completion(), flags);
@@ -532,7 +523,7 @@ int block_status_64(Handle &h, uint64_t count, uint64_t offset,
 }
 
 int block_status_filter(Handle &h, uint64_t count, uint64_t offset, char **contexts,
-                        Closure<nbd_extent64_callback> extent64_callback, uint32_t flags) {
+                        Closure<nbd_extent64_callback> &&extent64_callback, uint32_t flags) {
   SyncRef w;
   int64_t cookie = start_block_status_filter(h, count, offset, contexts,
                                              std::move(extent64_callback), w->completion(), flags);

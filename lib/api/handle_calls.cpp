@@ -67,7 +67,7 @@ int set_debug(Handle &h, bool debug) {
 
 int get_debug(Handle &h) { return h.debug.load(std::memory_order_relaxed) ? 1 : 0; }
 
-int set_debug_callback(Handle &h, Closure<nbd_debug_callback> debug_callback) {
+int set_debug_callback(Handle &h, Closure<nbd_debug_callback> &&debug_callback) {
   Closure<nbd_debug_callback> old;
   {
     std::lock_guard lock(h.debug_mutex);

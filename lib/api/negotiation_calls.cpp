@@ -173,7 +173,7 @@ int opt_structured_reply(Handle &h) {
   return run_bool(h, [](Handshake &hs) { return hs.start_structured_reply(CompletionCallback{}); });
 }
 
-int opt_list(Handle &h, Closure<nbd_list_callback> list_callback) {
+int opt_list(Handle &h, Closure<nbd_list_callback> &&list_callback) {
   return run_count(h, [&](Handshake &hs) {
     return hs.start_list(std::move(list_callback), CompletionCallback{});
   });
@@ -183,7 +183,7 @@ int opt_info(Handle &h) {
   return run_err(h, [](Handshake &hs) { return hs.start_info(CompletionCallback{}); });
 }
 
-int opt_list_meta_context(Handle &h, Closure<nbd_context_callback> context_callback) {
+int opt_list_meta_context(Handle &h, Closure<nbd_context_callback> &&context_callback) {
   return run_count(h, [&](Handshake &hs) {
     return hs.start_list_meta_context(std::nullopt, std::move(context_callback),
                                       CompletionCallback{});
@@ -191,7 +191,7 @@ int opt_list_meta_context(Handle &h, Closure<nbd_context_callback> context_callb
 }
 
 int opt_list_meta_context_queries(Handle &h, char **queries,
-                                  Closure<nbd_context_callback> context_callback) {
+                                  Closure<nbd_context_callback> &&context_callback) {
   std::vector<std::string> q = to_vector(queries);
   return run_count(h, [&](Handshake &hs) {
     return hs.start_list_meta_context(std::move(q), std::move(context_callback),
@@ -199,7 +199,7 @@ int opt_list_meta_context_queries(Handle &h, char **queries,
   });
 }
 
-int opt_set_meta_context(Handle &h, Closure<nbd_context_callback> context_callback) {
+int opt_set_meta_context(Handle &h, Closure<nbd_context_callback> &&context_callback) {
   return run_count(h, [&](Handshake &hs) {
     return hs.start_set_meta_context(std::nullopt, std::move(context_callback),
                                      CompletionCallback{});
@@ -207,7 +207,7 @@ int opt_set_meta_context(Handle &h, Closure<nbd_context_callback> context_callba
 }
 
 int opt_set_meta_context_queries(Handle &h, char **queries,
-                                 Closure<nbd_context_callback> context_callback) {
+                                 Closure<nbd_context_callback> &&context_callback) {
   std::vector<std::string> q = to_vector(queries);
   return run_count(h, [&](Handshake &hs) {
     return hs.start_set_meta_context(std::move(q), std::move(context_callback),
@@ -217,7 +217,7 @@ int opt_set_meta_context_queries(Handle &h, char **queries,
 
 // ---- aio ------------------------------------------------------------------------------------
 
-int aio_opt_go(Handle &h, Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_go(Handle &h, Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h, [&](Handshake &hs) { return hs.start_go(std::move(completion_callback)); });
 }
 
@@ -225,34 +225,34 @@ int aio_opt_abort(Handle &h) {
   return run_aio(h, [](Handshake &hs) { return hs.start_abort(); });
 }
 
-int aio_opt_starttls(Handle &h, Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_starttls(Handle &h, Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h,
                  [&](Handshake &hs) { return hs.start_starttls(std::move(completion_callback)); });
 }
 
-int aio_opt_extended_headers(Handle &h, Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_extended_headers(Handle &h, Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(
       h, [&](Handshake &hs) { return hs.start_extended_headers(std::move(completion_callback)); });
 }
 
-int aio_opt_structured_reply(Handle &h, Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_structured_reply(Handle &h, Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(
       h, [&](Handshake &hs) { return hs.start_structured_reply(std::move(completion_callback)); });
 }
 
-int aio_opt_list(Handle &h, Closure<nbd_list_callback> list_callback,
-                 Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_list(Handle &h, Closure<nbd_list_callback> &&list_callback,
+                 Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h, [&](Handshake &hs) {
     return hs.start_list(std::move(list_callback), std::move(completion_callback));
   });
 }
 
-int aio_opt_info(Handle &h, Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_info(Handle &h, Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h, [&](Handshake &hs) { return hs.start_info(std::move(completion_callback)); });
 }
 
-int aio_opt_list_meta_context(Handle &h, Closure<nbd_context_callback> context_callback,
-                              Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_list_meta_context(Handle &h, Closure<nbd_context_callback> &&context_callback,
+                              Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h, [&](Handshake &hs) {
     return hs.start_list_meta_context(std::nullopt, std::move(context_callback),
                                       std::move(completion_callback));
@@ -260,8 +260,8 @@ int aio_opt_list_meta_context(Handle &h, Closure<nbd_context_callback> context_c
 }
 
 int aio_opt_list_meta_context_queries(Handle &h, char **queries,
-                                      Closure<nbd_context_callback> context_callback,
-                                      Closure<nbd_completion_callback> completion_callback) {
+                                      Closure<nbd_context_callback> &&context_callback,
+                                      Closure<nbd_completion_callback> &&completion_callback) {
   std::vector<std::string> q = to_vector(queries);
   return run_aio(h, [&](Handshake &hs) {
     return hs.start_list_meta_context(std::move(q), std::move(context_callback),
@@ -269,8 +269,8 @@ int aio_opt_list_meta_context_queries(Handle &h, char **queries,
   });
 }
 
-int aio_opt_set_meta_context(Handle &h, Closure<nbd_context_callback> context_callback,
-                             Closure<nbd_completion_callback> completion_callback) {
+int aio_opt_set_meta_context(Handle &h, Closure<nbd_context_callback> &&context_callback,
+                             Closure<nbd_completion_callback> &&completion_callback) {
   return run_aio(h, [&](Handshake &hs) {
     return hs.start_set_meta_context(std::nullopt, std::move(context_callback),
                                      std::move(completion_callback));
@@ -278,8 +278,8 @@ int aio_opt_set_meta_context(Handle &h, Closure<nbd_context_callback> context_ca
 }
 
 int aio_opt_set_meta_context_queries(Handle &h, char **queries,
-                                     Closure<nbd_context_callback> context_callback,
-                                     Closure<nbd_completion_callback> completion_callback) {
+                                     Closure<nbd_context_callback> &&context_callback,
+                                     Closure<nbd_completion_callback> &&completion_callback) {
   std::vector<std::string> q = to_vector(queries);
   return run_aio(h, [&](Handshake &hs) {
     return hs.start_set_meta_context(std::move(q), std::move(context_callback),

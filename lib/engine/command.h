@@ -70,7 +70,14 @@ struct Command final {
   void settle_read_buffer() {
     if (zero_unfilled) zero_rest();
   }
-  ~Command() { settle_read_buffer(); }
+  // Mid-command callbacks' .free before the completion callback's, as libnbd orders them
+  // (members would go the other way).  The read buffer is not touched: a command destroyed
+  // here was abandoned by nbd_close or never issued, and its buffer may be gone already.
+  ~Command() {
+    chunk.reset();
+    extent.reset();
+    extent64.reset();
+  }
 
 private:
   void zero_rest() {

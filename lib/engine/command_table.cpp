@@ -17,11 +17,14 @@ CommandTable::~CommandTable() {
   }
 }
 
-uint64_t CommandTable::add(Command *c) {
+uint64_t CommandTable::next_cookie() {
   std::lock_guard lock(mutex_);
-  c->cookie = next_cookie_++;
+  return next_cookie_++;
+}
+
+void CommandTable::insert(Command *c) {
+  std::lock_guard lock(mutex_);
   in_flight_.insert(c->cookie, c);
-  return c->cookie;
 }
 
 Command *CommandTable::find_in_flight(uint64_t cookie) {

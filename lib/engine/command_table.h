@@ -17,8 +17,10 @@ class CommandTable {
 public:
   ~CommandTable();
 
-  // Assigns the next cookie and registers the command as in flight.
-  uint64_t add(Command *c);
+  // The cookie for the next command (never 0: it marks the in-flight map's empty slots).
+  uint64_t next_cookie();
+  // Registers the command, its cookie already set, as in flight.
+  void insert(Command *c);
   // The reader's lookup; marks the command claimed, so it can no longer be abandoned.
   Command *find_in_flight(uint64_t cookie);
   // Takes a command that was never sent out of flight (nbd_shutdown's ABANDON_PENDING),

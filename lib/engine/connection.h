@@ -4,21 +4,23 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <memory>
 #include <functional>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <thread>
 
 #include "core/status.h"
 #include "engine/command.h"
 #include "engine/command_table.h"
+#include "engine/completion_queue.h"
 #include "engine/issue_gate.h"
 #include "engine/negotiated.h"
+#include "engine/poller_registry.h"
+#include "engine/reader_slot.h"
 #include "engine/reply_reader.h"
 #include "engine/request_writer.h"
+#include "engine/send_batching.h"
 #include "engine/wait_list.h"
 #include "handle/handle.h"
 #include "transport/connector.h"
@@ -39,13 +41,12 @@ class Subprocess;
 class SocketActivation;
 }
 
-// The short name libnbd uses in "<name>: command failed" messages (NBD_CMD_READ -> "read").
-const char *failed_command_name(uint16_t type);
-
-// Lock order (outer first): handshake_mutex_ -> reader -> writer -> table.
-// No lock is held while a caller's callback runs, except the reader's ownership
-// while chunk/extent callbacks of the reply being parsed run (re-entrant reader
-// calls from them return at once instead of deadlocking).
+// The concurrency protocol (locks, who drives the socket when, how blocked threads are
+// woken, where callbacks run) is written down once, in docs/design.md, "Concurrency
+// protocol".  The member functions live in one file per concern:
+//   connection.cpp    starting, the handshake, the end of the connection, nbd_close
+//   transmission.cpp  issuing, the direction, the reader and writer sides, disconnect
+//   pollers.cpp       threads blocked in the library: nbd_poll and blocking callers
 class Connection {
 public:
   explicit Connection(Handle &h);
@@ -76,15 +77,15 @@ public:
   Status notify_read();                  // runs the reader side only
   Status notify_write();                 // runs the writer side only
 
-  // ---- Blocking helpers (no handle-wide lock is held while waiting).
-  // Polls and runs both directions until `done()` is true or the connection fails.
+  // ---- Threads blocked in the library (no handle-wide lock is held while waiting).
+  // Polls and runs both directions until `done()` is true or the connection ends.
   // Several threads may wait at once: one leads (polls), the others sleep.
   Status wait_until(const std::function<bool()> &done);
-  // One round of nbd_poll / nbd_poll2: 1 if something was handled, 0 on timeout.
-  Result<int> poll_once(int timeout_ms, int extra_fd = -1, bool leader = false);
+  // nbd_poll / nbd_poll2: 1 if something was handled, 0 on timeout.
+  Result<int> poll_once(int timeout_ms, int extra_fd = -1);
 
   // ---- Handshake (Connecting / Negotiating states).
-  handshake::Handshake *handshake() { return handshake_.get(); }
+  handshake::Handshake *handshake() { return handshake_.get(); }  // handshake_mutex() held
   std::mutex &handshake_mutex() { return handshake_mutex_; }
   // Called with handshake_mutex() held after every handshake step: publishes the new
   // state, moves to transmission when the handshake finished.
@@ -94,123 +95,112 @@ public:
   const Negotiated &negotiated() const { return negotiated_; }
   Negotiated &negotiated_for_handshake() { return negotiated_; }
 
-  // Issues a command (already validated). Returns its cookie, or an Error.
+  // Issues a command (already validated). Returns its cookie, or an Error (the command
+  // was not issued: its closures are freed without being called).
   Result<uint64_t> issue(CommandPtr cmd);
   // nbd_aio_command_completed / nbd_aio_peek_command_completed / nbd_aio_in_flight.
-  int command_completed(uint64_t cookie);   // sets the error itself; -1 / 0 / 1
-  int64_t peek_completed();
-  int in_flight() const;
+  int command_completed(uint64_t cookie) { return completions_.command_completed(cookie); }
+  int64_t peek_completed() { return completions_.peek_completed(); }
+  int in_flight() const { return completions_.in_flight(); }
   // Sends NBD_CMD_DISC (after pending commands unless abandon is set).
   Status disconnect(bool abandon_pending);
   bool disconnect_requested() const { return disconnect_requested_.load(); }
   bool processing() const;                 // something half sent or half received
 
-  // Kills the connection: every command completes with `e.errnum` (or ENOTCONN).
+  // Kills the connection: every command completes with its error (or ENOTCONN).
   void fail(const Error &e);
 
   // Statistics (nbd_stats_*).
   std::atomic<uint64_t> bytes_sent{0}, chunks_sent{0}, bytes_received{0}, chunks_received{0};
 
-  // Wakes a thread blocked in poll inside the library; with none there, it costs no
-  // system call.  For a request left queued (QueuedWrite) the blocking callers' leader
-  // is only woken if its poll lacks POLLOUT.
-  enum class Wake { Any, QueuedWrite };
-  void wake_pollers(Wake why = Wake::Any);
-
-  // The error that killed the connection, for blocking callers to report.
+  // The error that ended the connection, for blocking callers to report.
   Error fatal_error() const;
-  transport::Transport *transport() { return transport_.get(); }
 
 private:
-  friend class RequestWriter;
-  friend class ReplyReader;
-
+  // ---- connection.cpp
+  Status start_with_fd_locked(transport::FileDescriptor fd);  // handshake_mutex_ held
+  Status start_handshake_locked();                             // handshake_mutex_ held
   Status run_handshake_io(bool readable, bool writable);
-  Status start_handshake();
-  Status on_end_of_stream();
-  void reap_dead();
   void enter_transmission();
-  // How many completion callbacks one nbd_poll may run: one, as libnbd, whose state
-  // machine stops after each reply.  Programs such as nbdfuse re-check their own count
-  // of commands in flight between polls and stop polling at zero; running the callback
-  // of a command its issuer has not counted yet, in the same poll as the last counted
-  // one's, would take that count below zero.  The rest wait in the hand-off list, which
-  // keeps the direction WRITE, so the next poll returns at once.
-  class CallbackBudget {
-  public:
-    bool spent() const { return left_ == 0; }
-    void spend() { --left_; }
-  private:
-    int left_ = 1;
-  };
+  bool ended() const;
+  // Moves to Dead or Closed with `why`, once; true for the call that did.
+  bool end(State to, const Error &why);
+  void on_end_of_stream();
+  // Reaps the ended connection's commands now, or leaves it to the reader's owner.
+  void reap();
+  void reap_with_reader(CompletionList &finished);   // reader slot held
+  // Every release of the reader slot goes through here: a reap owed meanwhile is done
+  // before the slot is free, and what finished is completed after.
+  void release_reader(CompletionList &finished, CompletionQueue::Budget *budget = nullptr);
 
+  // ---- transmission.cpp
+  Status read_side(CompletionQueue::Budget *budget);
+  Status write_side(CompletionQueue::Budget *budget);
   // Completes commands collected by the reader/writer, outside their locks; with a
   // budget, those beyond it are handed back.
-  void finish_completed(CompletionList &list, CallbackBudget *budget = nullptr);
-  // Commands that the issuing call would have completed: see issue().
+  void finish_completed(CompletionList &list, CompletionQueue::Budget *budget = nullptr);
+  void finish_handed_off(CompletionQueue::Budget *budget = nullptr);
+  // Commands the calling thread may not run now (an aio call's): for the next driver.
   void hand_off(CompletionList &list);
-  void hand_back(CompletionList &list);  // to the front of the hand-off list
-  void finish_handed_off(CallbackBudget *budget = nullptr);
-  Status read_side(CallbackBudget *budget);
-  Status write_side(CallbackBudget *budget);
-  void run_completion(Command *c);
-  void notify_waiters();
-  // A thread that drives the handle (direction, notify, poll) and issues commands
-  // between two such calls may have its requests wait for the next one: see issue().
-  void note_driver();
-  bool may_defer_send(uint64_t bytes) const;  // with the writer's mutex held
   // Sends what is queued, unless another thread holds the writer: only requests
-  // deferred by may_defer_send, or everything, including what a full socket left.
+  // deferred by SendBatching, or everything, including what a full socket left.
   enum class Flush { Deferred, Queued };
   void flush_queued(Flush what);
+  transport::Transport *live_transport() const {
+    return transport_view_.load(std::memory_order_acquire);
+  }
+
+  // ---- pollers.cpp
+  // One round of polling the socket (and the calling thread's wake-up, and `extra_fd`)
+  // and running what is ready.  nbd_poll gives a budget of one completion callback; the
+  // blocking callers' leader runs them all.
+  Result<int> poll_round(int timeout_ms, int extra_fd, CompletionQueue::Budget *budget);
+  // Wakes blocked callers whose condition now holds (all of them on a state change).
+  void notify_waiters();
+  void wake_pollers(PollerRegistry::Why why) { pollers_.wake(why); }
 
   Handle &h_;
+
+  // Guards the connect and the handshake: connector_, handshake_, and every change of
+  // transport_ (the socket once connected, the TLS session after STARTTLS).  Lock-free
+  // readers see the transport and handshake through the views, published once their
+  // objects are complete; neither object is destroyed before the Connection.
+  std::mutex handshake_mutex_;
   std::unique_ptr<transport::Connector> connector_;
   std::unique_ptr<transport::Transport> transport_;
+  std::atomic<transport::Transport *> transport_view_{nullptr};
   tls::TlsSession *tls_session_ = nullptr;  // transport_ itself once STARTTLS succeeded
+  std::unique_ptr<handshake::Handshake> handshake_;
+  std::atomic<handshake::Handshake *> handshake_view_{nullptr};
   std::atomic<int> fd_{-1};
   std::unique_ptr<transport::Subprocess> subprocess_;
   std::unique_ptr<transport::SocketActivation> activation_;
-
-  std::mutex handshake_mutex_;
-  std::unique_ptr<handshake::Handshake> handshake_;
   Negotiated negotiated_;
 
+  // Transmission: lock order reader slot -> writer -> table (and the small leaf locks).
   CommandTable table_;
   IssueGate issue_gate_;  // callbacks wait here for their issuing call to return
+  CompletionQueue completions_{table_, issue_gate_};
   RequestWriter writer_;
-  ReplyReader reader_{issue_gate_};
-  std::optional<transport::Wakeup> wakeup_;         // nbd_poll and aio_get_fd users
-  std::optional<transport::Wakeup> leader_wakeup_;  // the blocking callers' leader only
-  std::atomic<bool> leader_polling_{false};
-  std::atomic<uintptr_t> driver_{0};   // the thread that last drove the handle
-  std::atomic<unsigned> solo_calls_{0}; // its calls since another thread drove it
-  std::atomic<int> in_poll_{0};        // threads blocked in poll_once
-  std::atomic<int> wakeup_listeners_{0};  // nbd_poll callers that will wait on wakeup_
-  // The leader's current poll includes POLLOUT, so a newly queued request needs no
-  // wake-up: the socket's writability reaches the leader anyway (see wake_pollers).
-  std::atomic<bool> leader_polls_write_{false};
-  std::atomic<unsigned> order_point_{0};  // orders wake_pollers against pollers
+  ReaderSlot reader_slot_;
+  ReplyReader reader_{issue_gate_};  // reader_slot_ held
+  SendBatching batching_;
   mutable std::atomic<bool> write_observed_{false};
-  std::mutex handoff_mutex_;
-  CompletionList handoff_;                     // guarded by handoff_mutex_
-  std::atomic<bool> handoff_pending_{false};
+  std::atomic<bool> disconnect_requested_{false};  // set with the writer's mutex held
+
   mutable std::mutex fatal_mutex_;
-  Error fatal_;
+  Error fatal_;  // guarded by fatal_mutex_; the state moves to Dead/Closed under it too
 
-  std::atomic<bool> disconnect_requested_{false};
-
-  // Reply processing refills the socket once this many request bytes were answered
-  // since it last did: small requests keep waiting for POLLOUT and leave in batches.
-  static constexpr uint64_t kRefillBytes = 64 * 1024;
-  uint64_t refill_mark_ = 0;  // guarded by reader_.mutex
+  // Threads blocked in poll(): their wake-ups.
+  PollerRegistry pollers_;
 
   // Leader/follower waiting for blocking calls.
   std::mutex wait_mutex_;
-  WaitList followers_;                                 // guarded by wait_mutex_
-  bool leader_active_ = false;
-  std::thread::id leader_id_;
-  const std::function<bool()> *leader_done_ = nullptr;  // the leader's condition
+  WaitList followers_;                                  // guarded by wait_mutex_
+  bool leader_active_ = false;                          // guarded by wait_mutex_
+  std::thread::id leader_id_;                           // guarded by wait_mutex_
+  const std::function<bool()> *leader_done_ = nullptr;  // guarded by wait_mutex_
+  transport::Wakeup *leader_wakeup_ = nullptr;          // guarded by wait_mutex_
   std::atomic<int> waiters_{0};
 };
 

@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "core/status.h"
@@ -20,13 +19,12 @@ namespace duplexnbd {
 class CommandTable;
 class IssueGate;
 
+// Used only by the owner of the connection's ReaderSlot (the socket's receiving side),
+// except for the lock-free mid_reply().
 class ReplyReader {
 public:
   // Chunk and extent callbacks wait at `gate` for their command's issuing call.
   explicit ReplyReader(IssueGate &gate);
-
-  // Guards the parse state and the socket's receiving side.
-  std::mutex mutex;
 
   // Entering transmission: which reply forms the server may use and which meta
   // contexts it agreed to (for naming block-status chunks).
@@ -43,7 +41,7 @@ public:
   void reset();
   bool mid_reply() const { return mid_reply_.load(std::memory_order_acquire); }
   // Bytes of requests (headers and write payloads) answered so far: what the server has
-  // certainly read off the socket.  Only grows; read with the reader's mutex held.
+  // certainly read off the socket.  Only grows.
   uint64_t answered_request_bytes() const { return answered_request_bytes_; }
 
 private:

@@ -37,7 +37,7 @@ public:
   // All but the lock-free views require `mutex`.
   void push(const WriteEntry &e);
   // Queues without sending: the issuing thread will be back (see Connection::issue).
-  // Only onto an empty queue or deferred entries (Connection::may_defer_send checks).
+  // Only onto an empty queue or deferred entries (SendBatching::may_defer checks).
   void push_deferred(const WriteEntry &e);
   size_t queued() const { return queue_.size(); }
   uint64_t deferred_bytes() const { return deferred_bytes_; }

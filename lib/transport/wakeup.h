@@ -33,6 +33,11 @@ public:
 
   // Consumes pending signals so that fd() stops being readable.
   void drain();
+  // drain(), only when a signal is pending: no system call otherwise.  A waiter that
+  // calls it before looking at the shared state may then poll without missing anything.
+  void drain_if_pending() {
+    if (pending_.load(std::memory_order_acquire)) drain();
+  }
 
 private:
   Wakeup() = default;

@@ -186,8 +186,11 @@ TEST_F(ReadBuffer, ConnectionLostMidPayload) {
   EXPECT_EQ(std::count(buf_.begin() + long(half), buf_.end(), 0), long(half));
 }
 
-// Closing the handle abandons the read: its buffer must not keep what it held before.
-TEST_F(ReadBuffer, CloseWithReadInFlight) {
+// Closing the handle abandons the read.  Its completion callback runs (libnbd 1.18+) with
+// ENOTCONN, which says the buffer holds no data; nbd_close itself never writes into the
+// buffer, as libnbd (which zeroes it once, when the read is issued) never does: by then
+// the caller may have handed the memory on.
+TEST_F(ReadBuffer, CloseWithReadInFlightLeavesTheBufferAlone) {
   make();
   std::atomic<bool> got_request{false};
   connect_ok([&got_request](FakeServer &s) {
@@ -197,13 +200,17 @@ TEST_F(ReadBuffer, CloseWithReadInFlight) {
     s.drain();
   });
   std::vector<uint8_t> small(512, kStale);
-  int64_t c = nbd_aio_pread(h_, small.data(), small.size(), 0, NBD_NULL_COMPLETION, 0);
+  Counted done;
+  int64_t c = nbd_aio_pread(h_, small.data(), small.size(), 0, completion_of(done), 0);
   ASSERT_NE(c, -1) << last_error();
   for (int i = 0; i < 100 && !got_request; i++) nbd_poll(h_, 50);
   ASSERT_TRUE(got_request.load());
   nbd_close(h_);
   h_ = nullptr;
-  EXPECT_EQ(std::count(small.begin(), small.end(), 0), long(small.size()));
+  EXPECT_EQ(done.calls.load(), 1);
+  EXPECT_EQ(done.error.load(), ENOTCONN);
+  EXPECT_EQ(done.frees.load(), 1);
+  EXPECT_EQ(std::count(small.begin(), small.end(), kStale), long(small.size()));
 }
 
 // With set_pread_initialize(false) the library writes only what the server sent.

@@ -252,7 +252,14 @@ void Session::transmission() {
   log("transmission: %s headers", extended_ ? "extended" : structured_ ? "structured" : "simple");
   std::thread writer([this] { writer_loop(); });
   const size_t header_size = w::request_header_size(extended_);
+  uint64_t requests = 0;
+  bool ending = false;
   for (;;) {
+    if (requests++ == options_.end_after) {
+      log("ending the session after %llu requests", (unsigned long long)options_.end_after);
+      ending = true;
+      break;
+    }
     uint8_t header[w::kExtendedRequestHeaderSize];
     if (!read_exact(header, header_size)) break;
     auto req = w::decode_request_header({header, header_size}, extended_);
@@ -284,6 +291,14 @@ void Session::transmission() {
   }
   cv_.notify_all();
   writer.join();  // sends what is still queued (soft disconnect), then stops
+  if (ending) {
+    // End of stream for the client, whose requests still find a reader: it sees a clean
+    // close, not a failed send.
+    ::shutdown(fd_, SHUT_WR);
+    uint8_t discard[65536];
+    while (::read(fd_, discard, sizeof discard) > 0) {
+    }
+  }
   ::shutdown(fd_, SHUT_RDWR);
 }
 

@@ -32,6 +32,9 @@ struct Options {
   bool reverse_chunks = false;          // structured read chunks go out last first
   uint64_t fail_reads_at = UINT64_MAX;  // reads covering this offset fail there (EIO)
   uint32_t max_payload = 32 << 20;      // advertised NBD_INFO_BLOCK_SIZE maximum
+  // After this many requests the server answers what it has, then ends the session
+  // cleanly (end of stream) while it keeps reading and discarding whatever still comes.
+  uint64_t end_after = UINT64_MAX;
   bool verbose = false;
 };
 

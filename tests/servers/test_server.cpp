@@ -35,6 +35,7 @@ using duplexnbd::testserver::Options;
                "  --reverse-chunks           send the chunks of a structured read last first\n"
                "  --fail-reads-at OFFSET     reads covering OFFSET fail there (NBD_EIO, ERROR_OFFSET)\n"
                "  --max-payload BYTES        advertised maximum block size (default 32M)\n"
+               "  --end-after N              end the session cleanly after N requests\n"
                "  --verbose                  log options and requests to stderr\n");
   std::exit(status);
 }
@@ -80,6 +81,7 @@ int main(int argc, char **argv) {
     else if (a == "--reverse-chunks") opt.reverse_chunks = true;
     else if (a == "--fail-reads-at") opt.fail_reads_at = parse_size(value());
     else if (a == "--max-payload") opt.max_payload = uint32_t(parse_size(value()));
+    else if (a == "--end-after") opt.end_after = parse_size(value());
     else if (a == "--verbose") opt.verbose = true;
     else if (a == "--help") usage(0);
     else usage(2);

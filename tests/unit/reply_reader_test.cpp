@@ -94,7 +94,9 @@ struct Reads {
     c->read_buf = buffers.back().data();
     c->refs.store(1);  // the reader's only: the request counts as sent
     if (out) *out = c;
-    return table.add(c);
+    c->cookie = table.next_cookie();
+    table.insert(c);
+    return c->cookie;
   }
   Result<ReplyReader::Outcome> run(ScriptedStream &s) {
     CompletionList finished;
