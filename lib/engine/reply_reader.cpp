@@ -255,7 +255,9 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     return {};
   }
   if (type == wire::kReplyTypeOffsetData) {
-    if (cur_->type != wire::kCmdRead || len <= wire::kOffsetDataPrefixSize ||
+    // A chunk of the offset alone is accepted, as libnbd accepts it: the spec calls
+    // zero-length replies broken, but nothing is written and the stream stays whole.
+    if (cur_->type != wire::kCmdRead || len < wire::kOffsetDataPrefixSize ||
         len - wire::kOffsetDataPrefixSize > cur_->count) {
       if (len > cur_->count + kMaxPayload) return protocol_error("data chunk too large");
       set_cmd_error(cur_, EPROTO);

@@ -95,7 +95,7 @@ size_t encode_extended_reply_header(MutableBytes out, const ReplyChunkHeader &he
 
 std::optional<OffsetDataPrefix> decode_offset_data_prefix(ConstBytes prefix,
                                                           uint64_t payload_length) {
-  if (payload_length <= kOffsetDataPrefixSize || prefix.size() < kOffsetDataPrefixSize)
+  if (payload_length < kOffsetDataPrefixSize || prefix.size() < kOffsetDataPrefixSize)
     return std::nullopt;
   return OffsetDataPrefix{load_be64(prefix.data()), payload_length - kOffsetDataPrefixSize};
 }

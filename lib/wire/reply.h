@@ -81,7 +81,8 @@ struct OffsetDataPrefix {
   uint64_t data_length = 0;  // payload_length - 8
 };
 // `prefix` holds at least the first 8 payload bytes; payload_length is the header's
-// length, which must be at least 9 (a data chunk carries at least one byte).
+// length, at least 8 (a chunk of the offset alone carries no data: the spec calls it
+// broken, libnbd accepts it, and so do we).
 std::optional<OffsetDataPrefix> decode_offset_data_prefix(ConstBytes prefix,
                                                           uint64_t payload_length);
 

@@ -367,6 +367,33 @@ TEST_F(ReplyHostile, ZeroLengthHole) {
   });
 }
 
+// A data chunk carrying only its offset, then the data: libnbd accepts an empty data
+// chunk (the spec calls zero-length replies broken, but they are harmless), and so do we.
+TEST_F(ReplyHostile, EmptyDataChunkThenData) {
+  make();
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    Bytes empty;
+    put64(empty, r.offset);
+    s.chunk(r.cookie, 0, nbd::kReplyOffsetData, empty);
+    Bytes p;
+    put64(p, r.offset);
+    Bytes data(size_t(r.length), 0x3c);
+    put_bytes(p, data.data(), data.size());
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, p);
+    answer_next(s);
+    s.drain();
+  });
+  Bytes buf(512, 0);
+  Counted chunks;
+  ASSERT_EQ(nbd_pread_structured(h_, buf.data(), buf.size(), 0, chunk_of(chunks), 0), 0)
+      << last_error();
+  EXPECT_EQ(std::count(buf.begin(), buf.end(), 0x3c), long(buf.size()));
+  EXPECT_EQ(chunks.calls.load(), 2);  // the empty chunk is reported too, with count 0
+  expect_handle_usable();
+}
+
 // A data chunk for a write.
 TEST_F(ReplyHostile, DataChunkForWrite) {
   make();

@@ -300,7 +300,10 @@ TEST(Chunk, OffsetData) {
   ASSERT_TRUE(d);
   EXPECT_EQ(d->offset, 0x10000u);
   EXPECT_EQ(d->data_length, 512u);
-  EXPECT_FALSE(decode_offset_data_prefix(cb(prefix), 8));  // must carry at least one byte
+  auto empty = decode_offset_data_prefix(cb(prefix), 8);  // the offset alone, as libnbd accepts
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->data_length, 0u);
+  EXPECT_FALSE(decode_offset_data_prefix(cb(prefix), 7));
   EXPECT_FALSE(decode_offset_data_prefix(cb(truncated(prefix, 7)), 100));
   Bytes buf(8);
   ASSERT_EQ(encode_offset_data_prefix(buf, 0x10000), 8u);
