@@ -5,11 +5,15 @@
 # Usage: interop/libnbd-testsuite.sh [options]
 #   --lib PATH          library under test ("ours"); default $DUPLEXNBD_LIB or
 #                       <repo>/build/lib/libnbd.so.0
+#   --libnbd-version V  whose test suite to run (default: the newest known);
+#                       each has its own cached tree and saved results
 #   --stock-only        run only the stock library built from libnbd's source
 #   --ours-only         run only ours (compares with the last saved stock run)
-#   --dirs "D1 D2"      test directories to run (default: all, see ALL_DIRS)
+#   --dirs "D1 D2"      test directories to run (default: all of the version's,
+#                       see ALL_DIRS in facts())
 #   -j N                parallel tests per directory (default 2)
-#   --report FILE       Markdown report (default <repo>/build/libnbd-testsuite.md)
+#   --report FILE       Markdown report (default
+#                       <repo>/build/libnbd-testsuite-<version>.md)
 #   --test-timeout S    kill one test after S seconds (default 120)
 #   --dir-timeout S     kill one directory's whole run after S seconds (default 1800)
 #   --budget S          stop starting new directories after S seconds in total
@@ -20,7 +24,8 @@
 #   --install-deps      as root: apt-get install the packages in PACKAGES
 #   --rebuild           throw the cached libnbd build away and build it again
 #   -h, --help
-# Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB.
+# Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB,
+# DUPLEXNBD_LIBNBD_VERSION (default for --libnbd-version).
 #
 # Exit status: 0 when the harness worked (whatever ours scored), 1 with
 # --strict and regressions, 2 when the harness itself could not do its job.
@@ -49,37 +54,58 @@ set -euo pipefail
 #   iproute2 (ss), jq, bsdextrautils (hexdump): used by individual test scripts
 PACKAGES="build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
 
-# Upstream version whose facts this harness encodes (test names, the probe fix).
-LIBNBD_VERSION="${DUPLEXNBD_LIBNBD_VERSION:-1.14.2}"
-
-# Every directory of libnbd 1.14.2 with automake TESTS, minus ocaml/ and
-# golang/ (bindings not built).  "python/t" is the harness's own pseudo
-# directory: python/run-python-tests stops at the first failing t/*.py, so
-# each t/*.py is run again as its own automake test to see all of them.
-ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
+# The libnbd releases whose suites this harness knows, newest first; the
+# first is the default.  facts() below holds what differs between them.
+KNOWN_VERSIONS="1.14.2"
 
 # Tests whose result says nothing about whether a library is a drop-in
-# replacement.  They are run and shown, but never counted as regressions.
+# replacement: they compare the library's version string with the source
+# tree's.  They are run and shown, but never counted as regressions.
 # One entry per line: glob over "dir/test" | reason.
-NOT_APPLICABLE='
+VERSION_STRING_TESTS='
 tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version() == the source tree version
 */test-version.sh|checks that `tool --version` prints "libnbd <source tree version>"
-tests/compile-header-only|checks libnbd.h of the source tree compiles on its own, not the library
-tests/compile-c|checks libnbd.h of the source tree compiles as C
-tests/compile-iso-c99|checks libnbd.h of the source tree compiles in strict ISO C99 mode
-tests/compile-cxx|checks libnbd.h of the source tree compiles as C++
-common/include/*|unit test of a libnbd-internal header; never loads libnbd.so.0
-common/utils/*|unit test of libnbd-internal helper code; never loads libnbd.so.0
 '
 
-# Build only what the tests need.  Hiding perl from configure turns off the
-# man pages, and api_built= stops docs/Makefile.inc from still asking for the
-# ~180 generated API man pages.  OCaml and Go bindings are off: they need
-# their toolchains, and their tests exercise the bindings more than the library.
-CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
-MAKE_ARGS="api_built="
-# Changing any of this (or bumping recipe=) rebuilds cached trees.
-RECIPE="recipe=2 libnbd=$LIBNBD_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS requires-probe-fix=1"
+# Sets the facts of one libnbd version:
+#   ALL_DIRS        every directory with automake TESTS that the harness runs.
+#                   "python/t" is the harness's own pseudo directory:
+#                   python/run-python-tests stops at the first failing
+#                   t/*.py, so each t/*.py is run again as its own automake
+#                   test to see all of them.
+#   NOT_APPLICABLE  see VERSION_STRING_TESTS
+#   CONFIGURE_ARGS  build only what the tests need.  Hiding perl from
+#                   configure turns off the man pages; bindings other than
+#                   Python are off: they need their toolchains, and their
+#                   tests exercise the bindings more than the library.
+#   MAKE_ARGS       api_built= stops docs/Makefile.inc from still asking for
+#                   the ~180 generated API man pages.
+#   SOURCE_FIXES    functions applied to the unpacked tree before configure
+#   RECIPE_EXTRA    anything else that, changed, must rebuild the cached tree
+facts() {
+    case "$1" in
+        1.14.2)
+            # Not run: ocaml/, golang/ (not built).
+            ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
+            NOT_APPLICABLE="$VERSION_STRING_TESTS"
+            CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
+            MAKE_ARGS="api_built="
+            SOURCE_FIXES="fix_requires_probe"
+            RECIPE_EXTRA="requires-probe-fix=1"
+            ;;
+        *) return 1 ;;
+    esac
+}
+
+select_version() {
+    case " $KNOWN_VERSIONS " in
+        *" $1 "*) facts "$1" ;;
+        *) die "libnbd $1 is not known to this harness (known: $KNOWN_VERSIONS)" ;;
+    esac
+    LIBNBD_VERSION="$1"
+    # Changing any of this (or bumping recipe=) rebuilds the cached tree.
+    RECIPE="recipe=3 libnbd=$LIBNBD_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS $RECIPE_EXTRA"
+}
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -87,8 +113,9 @@ helpers="$here/libnbd-testsuite"
 
 ours_lib="${DUPLEXNBD_LIB:-$repo/build/lib/libnbd.so.0}"
 cache="${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}"
-report="$repo/build/libnbd-testsuite.md"
-run_stock=1 run_ours=1 dirs="$ALL_DIRS" jobs=2 strict=0 install_deps=0 rebuild=0
+report=""
+version="${DUPLEXNBD_LIBNBD_VERSION:-${KNOWN_VERSIONS%% *}}"
+run_stock=1 run_ours=1 dirs="" jobs=2 strict=0 install_deps=0 rebuild=0
 test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum=""
 
 die() { echo "libnbd-testsuite: error: $*" >&2; exit 2; }
@@ -99,6 +126,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --lib) ours_lib="${2:?--lib needs a path}"; shift ;;
         --lib=*) ours_lib="${1#*=}" ;;
+        --libnbd-version) version="${2:?--libnbd-version needs a version}"; shift ;;
+        --libnbd-version=*) version="${1#*=}" ;;
         --stock-only) run_ours=0 ;;
         --ours-only) run_stock=0 ;;
         --dirs) dirs="${2:?--dirs needs a list}"; shift ;;
@@ -119,6 +148,9 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+select_version "$version"
+[ -n "$dirs" ] || dirs="$ALL_DIRS"
+[ -n "$report" ] || report="$repo/build/libnbd-testsuite-$LIBNBD_VERSION.md"
 [ "$run_stock$run_ours" != 00 ] || die "--stock-only and --ours-only exclude each other"
 for n in "$jobs" "$test_timeout" "$dir_timeout" "$budget" "$retries"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
@@ -129,8 +161,9 @@ done
 
 tree="$cache/libnbd-$LIBNBD_VERSION"
 stamp="$tree/.duplexnbd-stamp"
-results="$cache/results"
-probe_bin="$cache/probe"
+results="$cache/results-$LIBNBD_VERSION"
+probe_bin="$cache/probe-$LIBNBD_VERSION"
+build_logs="$cache/build-logs-$LIBNBD_VERSION"
 start_time=$SECONDS
 
 # The test scripts call nbdkit, nbd-server and friends by bare name, and Debian
@@ -188,7 +221,7 @@ ensure_deb_src() {
 
 # ---------------------------------------------------------------- build
 
-build_log() { echo "$cache/build-logs/$1.log"; }
+build_log() { echo "$build_logs/$1.log"; }
 step() {
     local name="$1"; shift
     note "build: $name"
@@ -248,12 +281,13 @@ fix_test_scripts() {
 }
 
 build_tree() {
-    mkdir -p "$cache/build-logs"
+    mkdir -p "$build_logs"
     # libtool bakes absolute paths into wrappers and RUNPATHs, so the tree is
     # built in its final place; the stamp marks it complete.
     rm -rf "$tree"
     step fetch-and-unpack fetch_source
-    fix_requires_probe
+    local fix
+    for fix in $SOURCE_FIXES; do "$fix"; done
     # shellcheck disable=SC2086  # CONFIGURE_ARGS is a list of words
     step configure sh -c "cd '$tree' && ./configure $CONFIGURE_ARGS"
     step make make -C "$tree" -j"$(nproc)" "$MAKE_ARGS"
@@ -618,6 +652,7 @@ if [ $rebuild = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$RECIPE" ]; 
     t0=$SECONDS
     build_tree
     rm -rf "${results:?}"   # results of an older build are not comparable
+    rm -rf "$cache/results" "$cache/probe" "$cache/build-logs"  # this harness's layout before recipe=3
     note "built libnbd $LIBNBD_VERSION in $tree in $((SECONDS - t0))s"
 else
     note "using cached build in $tree"
