@@ -27,6 +27,10 @@
 # Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB,
 # DUPLEXNBD_LIBNBD_VERSION (default for --libnbd-version).
 #
+# Network: only the first build of a version downloads, and only Debian's
+# source package, through a private apt state under the cache (the
+# machine's apt configuration is neither used for it nor changed).
+#
 # Exit status: 0 when the harness worked (whatever ours scored), 1 with
 # --strict and regressions, 2 when the harness itself could not do its job.
 #
@@ -45,6 +49,7 @@ set -euo pipefail
 
 # Everything a fresh Debian 12 needs for building libnbd 1.14.2 and for its
 # tests to run rather than skip (the tests probe for these servers and tools).
+#   debian-archive-keyring: verifies the source package (see fetch_source)
 #   build-essential dpkg-dev pkg-config: compiler, make, apt-get source/dpkg-source
 #   python3-dev: Python bindings and python/ tests
 #   libgnutls28-dev gnutls-bin: TLS support and the certtool/psktool the TLS tests use
@@ -52,7 +57,16 @@ set -euo pipefail
 #   nbdkit nbd-server qemu-utils qemu-system-common: the servers the tests talk to
 #     (qemu-system-common carries qemu-storage-daemon)
 #   iproute2 (ss), jq, bsdextrautils (hexdump): used by individual test scripts
-PACKAGES="build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
+PACKAGES="debian-archive-keyring build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
+
+# The Python the bindings are built for and the python/ tests run with:
+# Debian's, whose headers python3-dev installs, whatever python3 comes first
+# in PATH (configure would otherwise pick e.g. a pyenv one).
+PYTHON=/usr/bin/python3
+
+# Where Debian's source packages come from (see fetch_source).
+DEBIAN_MIRROR="http://deb.debian.org/debian"
+DEBIAN_KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # The libnbd releases whose suites this harness knows, newest first; the
 # first is the default.  facts() below holds what differs between them.
@@ -81,6 +95,8 @@ tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version
 #   MAKE_ARGS       api_built= stops docs/Makefile.inc from still asking for
 #                   the ~180 generated API man pages.
 #   SOURCE_FIXES    functions applied to the unpacked tree before configure
+#   DEBIAN_VERSION, DEBIAN_SUITE  the Debian source package the suite comes
+#                   from (Debian's patches applied), and the suite to fetch it from
 #   RECIPE_EXTRA    anything else that, changed, must rebuild the cached tree
 facts() {
     case "$1" in
@@ -92,6 +108,7 @@ facts() {
             MAKE_ARGS="api_built="
             SOURCE_FIXES="fix_requires_probe"
             RECIPE_EXTRA="requires-probe-fix=1"
+            DEBIAN_VERSION=1.14.2-1 DEBIAN_SUITE=bookworm
             ;;
         *) return 1 ;;
     esac
@@ -103,8 +120,9 @@ select_version() {
         *) die "libnbd $1 is not known to this harness (known: $KNOWN_VERSIONS)" ;;
     esac
     LIBNBD_VERSION="$1"
+    CONFIGURE_ARGS="$CONFIGURE_ARGS PYTHON=$PYTHON"
     # Changing any of this (or bumping recipe=) rebuilds the cached tree.
-    RECIPE="recipe=3 libnbd=$LIBNBD_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS $RECIPE_EXTRA"
+    RECIPE="recipe=3 debian=$DEBIAN_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS $RECIPE_EXTRA"
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -199,26 +217,6 @@ install_packages() {
         { tail -20 "$cache/apt-install.log" >&2; die "apt-get install failed (log: $cache/apt-install.log)"; }
 }
 
-# apt-get source needs a deb-src entry; Debian 12 images usually ship only
-# "Types: deb".  Add deb-src to the existing entries so sources come from the
-# same mirror (and snapshot, if pinned) as the binaries.
-ensure_deb_src() {
-    if grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        return 0
-    fi
-    [ "$(id -u)" = 0 ] || die "no deb-src entry in /etc/apt and not root: add one, or run as root"
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        note "enabling deb-src in /etc/apt/sources.list.d/debian.sources"
-        sed -i -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources
-    fi
-    if ! grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        note "adding /etc/apt/sources.list.d/duplexnbd-deb-src.list"
-        echo "deb-src http://deb.debian.org/debian bookworm main" >/etc/apt/sources.list.d/duplexnbd-deb-src.list
-    fi
-    apt_updated=0
-    apt_update
-}
-
 # ---------------------------------------------------------------- build
 
 build_log() { echo "$build_logs/$1.log"; }
@@ -231,27 +229,48 @@ step() {
     fi
 }
 
+# The source package comes through a private apt state under the cache: its
+# own deb-src entry for the version's Debian suite, its own index lists and
+# its own package cache, so the machine's /etc/apt and /var/lib/apt are
+# neither read for sources nor changed.  Debian's archive key signs the
+# suite's Release file, and apt checks the .dsc and tarballs against it.
+apt_private() {
+    local dir="$cache/apt/$DEBIAN_SUITE"
+    APT_OPTS=(-o Dir::Etc::SourceList=/dev/null
+              -o Dir::Etc::SourceParts="$dir/etc"
+              -o Dir::State::Lists="$dir/lists"
+              -o Dir::Cache="$dir/cache")
+    mkdir -p "$dir/etc" "$dir/lists/partial" "$dir/cache/archives/partial"
+    printf '%s\n' "Types: deb-src" "URIs: $DEBIAN_MIRROR" "Suites: $DEBIAN_SUITE" \
+        "Components: main" "Signed-By: $DEBIAN_KEYRING" >"$dir/etc/$DEBIAN_SUITE.sources"
+}
+
 fetch_source() {
-    local src="$cache/src" dsc upstream
-    rm -rf "$src"; mkdir -p "$src"
-    ensure_deb_src
-    if ! (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1; then
-        # A stale or missing Sources index is the usual cause; refresh once.
-        if [ "$(id -u)" = 0 ]; then
-            apt_updated=0; apt_update
-            (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1 ||
-                { tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"; }
-        else
-            tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"
-        fi
+    local src="$cache/src-$LIBNBD_VERSION" dsc
+    dsc="$src/libnbd_${DEBIAN_VERSION}.dsc"
+    # This runs under step(), which shows the tail of this output when it
+    # fails: so complain and return 1 rather than die.
+    [ -r "$DEBIAN_KEYRING" ] ||
+        { echo "error: $DEBIAN_KEYRING missing (apt-get install debian-archive-keyring)"; return 1; }
+    # A download kept from an earlier build is reused when dpkg-source
+    # still finds every file the .dsc lists, with its checksum.
+    if [ -f "$dsc" ] && dpkg-source -x --no-copy "$dsc" "$tree"; then
+        echo "reused $dsc"
+        return 0
     fi
-    dsc="$(find "$src" -maxdepth 1 -name 'libnbd_*.dsc' | head -1)"
-    [ -n "$dsc" ] || die "apt-get source left no .dsc in $src"
-    upstream="$(sed -n 's/^Version: *\([^-]*\)-.*/\1/p' "$dsc" | head -1)"
-    [ "$upstream" = "$LIBNBD_VERSION" ] ||
-        die "the archive has libnbd $upstream, this harness knows $LIBNBD_VERSION (set DUPLEXNBD_LIBNBD_VERSION=$upstream to try it)"
-    # dpkg-source applies Debian's patches, i.e. we test the suite Debian ships.
-    dpkg-source -x "$dsc" "$tree"
+    rm -rf "$src" "$tree"; mkdir -p "$src"
+    apt_private
+    echo "+ apt-get ${APT_OPTS[*]} update"
+    apt-get "${APT_OPTS[@]}" -q update ||
+        { echo "error: apt-get update of the private $DEBIAN_SUITE state failed"; return 1; }
+    echo "+ apt-get ${APT_OPTS[*]} source --download-only libnbd=$DEBIAN_VERSION"
+    (cd "$src" && apt-get "${APT_OPTS[@]}" -q source --download-only "libnbd=$DEBIAN_VERSION") ||
+        { echo "error: apt-get source libnbd=$DEBIAN_VERSION from $DEBIAN_SUITE failed"; return 1; }
+    [ -f "$dsc" ] || { echo "error: apt-get source left no $dsc"; return 1; }
+    # dpkg-source applies Debian's patches, i.e. we test the suite Debian
+    # ships.  (It cannot check the .dsc signature without debian-keyring; apt
+    # already checked the files against the signed Sources index.)
+    dpkg-source -x --no-copy "$dsc" "$tree"
 }
 
 # interop/requires.c and tests/requires.c probe qemu-nbd for TLS support with
@@ -359,7 +378,7 @@ prove_library() {
               sed -n 's/.*calling init: \(.*libnbd\.so[^ ]*\).*/\1/p' | tail -1)" || true
     [ -n "$traced" ] && traced="$(realpath "$traced")"
     # Third: what the Python binding (RUNPATH to lib/.libs) maps.
-    py="$(cd "$tree/python" && "$tree/run" python3 -c '
+    py="$(cd "$tree/python" && "$tree/run" "$PYTHON" -c '
 import nbd
 print([l.split()[-1] for l in open("/proc/self/maps") if "libnbd.so" in l][0])' 2>/dev/null)" || py="(import failed)"
     [ "$py" = "(import failed)" ] || py="$(realpath "$py")"
@@ -415,7 +434,7 @@ run_dir() {
     if [ "$key" = python/t ]; then
         make_dir=python
         extra=(TESTS="$(cd "$tree/python" && echo t/*.py)")
-        log_compiler="$log_compiler python3"
+        log_compiler="$log_compiler $PYTHON"
         make_cmd=(env MAKEFILES="$helpers/python-each.mk" make)
     fi
     make_cmd+=(-C "$tree/$make_dir" -k -j"$jobs")
