@@ -5,7 +5,7 @@
 # Usage: interop/libnbd-testsuite.sh [options]
 #   --lib PATH          library under test ("ours"); default $DUPLEXNBD_LIB or
 #                       <repo>/build/lib/libnbd.so.0
-#   --libnbd-version V  whose test suite to run (default: the newest known);
+#   --libnbd-version V  whose test suite to run: 1.22.2 (default) or 1.14.2;
 #                       each has its own cached tree and saved results
 #   --stock-only        run only the stock library built from libnbd's source
 #   --ours-only         run only ours (compares with the last saved stock run)
@@ -70,7 +70,7 @@ DEBIAN_KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # The libnbd releases whose suites this harness knows, newest first; the
 # first is the default.  facts() below holds what differs between them.
-KNOWN_VERSIONS="1.14.2"
+KNOWN_VERSIONS="1.22.2 1.14.2"
 
 # Tests whose result says nothing about whether a library is a drop-in
 # replacement: they compare the library's version string with the source
@@ -100,6 +100,18 @@ tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version
 #   RECIPE_EXTRA    anything else that, changed, must rebuild the cached tree
 facts() {
     case "$1" in
+        1.22.2)
+            # Not run: ocaml/ (and ocaml/tests), golang/, rust/ (not built),
+            # ublk/ (nbdublk needs libublksrv, which Debian 12 lacks).
+            # lib/ has unit tests of libnbd's internal fork-safe helpers.
+            ALL_DIRS="common/include common/utils lib tests python python/t sh info copy dump fuse interop"
+            NOT_APPLICABLE="$VERSION_STRING_TESTS"
+            CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-rust --disable-ublk --disable-static ac_cv_prog_PERL=no"
+            MAKE_ARGS="api_built="
+            SOURCE_FIXES=""
+            RECIPE_EXTRA=""
+            DEBIAN_VERSION=1.22.2-1 DEBIAN_SUITE=trixie
+            ;;
         1.14.2)
             # Not run: ocaml/, golang/ (not built).
             ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
