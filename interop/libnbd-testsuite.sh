@@ -6,14 +6,19 @@
 #   --lib PATH          library under test ("ours"); default $DUPLEXNBD_LIB or
 #                       <repo>/build/lib/libnbd.so.0
 #   --libnbd-version V  whose test suite to run: 1.22.2 (default) or 1.14.2;
-#                       each has its own cached tree and saved results
+#                       each has its own cached tree and saved results.  A
+#                       list ("1.22.2 1.14.2") or "all" runs each in turn and
+#                       writes a combined report beside the per-version ones
 #   --stock-only        run only the stock library built from libnbd's source
 #   --ours-only         run only ours (compares with the last saved stock run)
 #   --dirs "D1 D2"      test directories to run (default: all of the version's,
 #                       see ALL_DIRS in facts())
 #   -j N                parallel tests per directory (default 2)
 #   --report FILE       Markdown report (default
-#                       <repo>/build/libnbd-testsuite-<version>.md)
+#                       <repo>/build/libnbd-testsuite-<version>.md; with
+#                       several versions the combined one, default
+#                       <repo>/build/libnbd-testsuite.md, and FILE without
+#                       .md plus -<version>.md for each version)
 #   --test-timeout S    kill one test after S seconds (default 120)
 #   --dir-timeout S     kill one directory's whole run after S seconds (default 1800)
 #   --budget S          stop starting new directories after S seconds in total
@@ -32,7 +37,8 @@
 # machine's apt configuration is neither used for it nor changed).
 #
 # Exit status: 0 when the harness worked (whatever ours scored), 1 with
-# --strict and regressions, 2 when the harness itself could not do its job.
+# --strict and regressions, 2 when the harness itself could not do its job
+# (with several versions: the worst of theirs, 2 before 1).
 #
 # How the library is swapped: libnbd's tests run through libtool wrappers and
 # its ./run script, which both PREPEND <tree>/lib/.libs to LD_LIBRARY_PATH, and
@@ -47,8 +53,11 @@
 # shellcheck disable=SC2317,SC2016
 set -euo pipefail
 
-# Everything a fresh Debian 12 needs for building libnbd 1.14.2 and for its
-# tests to run rather than skip (the tests probe for these servers and tools).
+# Everything a fresh Debian 12 needs for building libnbd 1.22.2 and 1.14.2 and for their
+# tests to run rather than skip (the tests probe for these servers and tools;
+# Debian trixie's Build-Depends for 1.22.2 ask for nothing else that Debian 12 has).
+# Left out: nbd-client (its tests need the nbd kernel module and root) and
+# pycodestyle (a style check of the Python sources, not of any library).
 #   debian-archive-keyring: verifies the source package (see fetch_source)
 #   build-essential dpkg-dev pkg-config: compiler, make, apt-get source/dpkg-source
 #   python3-dev: Python bindings and python/ tests
@@ -146,13 +155,20 @@ cache="${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}"
 report=""
 version="${DUPLEXNBD_LIBNBD_VERSION:-${KNOWN_VERSIONS%% *}}"
 run_stock=1 run_ours=1 dirs="" jobs=2 strict=0 install_deps=0 rebuild=0
-test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum=""
+test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum="" built_now=0
 
 die() { echo "libnbd-testsuite: error: $*" >&2; exit 2; }
 note() { echo "libnbd-testsuite: $*" >&2; }
 usage() { sed -n '4,/^$/{/^$/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
+# Options passed on unchanged when several versions run one after another.
+passthru=()
 while [ $# -gt 0 ]; do
+    case "$1" in
+        --libnbd-version|--libnbd-version=*|--report|--report=*) ;;
+        --lib|--dirs|-j|--test-timeout|--dir-timeout|--budget|--retries) passthru+=("$1" "${2:-}") ;;
+        *) passthru+=("$1") ;;
+    esac
     case "$1" in
         --lib) ours_lib="${2:?--lib needs a path}"; shift ;;
         --lib=*) ours_lib="${1#*=}" ;;
@@ -178,6 +194,58 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+# Runs this script once per version and puts their reports together.
+run_versions() {
+    local v rc worst=0 t0 combined="${report:-$repo/build/libnbd-testsuite.md}"
+    local -A rcs=() secs=()
+    for v in $1; do
+        note "==== libnbd $v"
+        t0=$SECONDS rc=0
+        "$here/$(basename "${BASH_SOURCE[0]}")" "${passthru[@]}" --libnbd-version "$v" \
+            --report "${combined%.md}-$v.md" || rc=$?
+        rcs[$v]=$rc secs[$v]=$((SECONDS - t0))
+        if [ "$rc" != 0 ] && { [ "$worst" = 0 ] || [ "$worst" = 1 ]; }; then worst=$rc; fi
+    done
+    mkdir -p "$(dirname "$combined")"
+    {
+        echo "# libnbd's own test suites: stock vs ours"
+        echo
+        echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`interop/libnbd-testsuite.sh --libnbd-version \"$1\"\`."
+        echo "Each version's suite runs on the stock library built from that version's Debian source"
+        echo "package and on ours; a regression is a test that passes on stock and not on ours."
+        echo
+        echo "| libnbd suite | tests | ours passes | of the applicable | regressions | source tree | run seconds | harness exit |"
+        echo "|---|---:|---:|---:|---:|---|---:|---|"
+        for v in $1; do
+            local tests="-" pass="-" app="-" reg="-" built="-" f="$cache/results-$v/summary.tsv"
+            if [ -f "$f" ] && [ "$f" -nt "$combined.started" ]; then
+                IFS=$'\t' read -r tests pass app reg built <"$f" || true
+            fi
+            echo "| $v | $tests | $pass | $app | $reg | $built | ${secs[$v]} | ${rcs[$v]} |"
+        done
+        for v in $1; do
+            echo
+            if [ -f "${combined%.md}-$v.md" ] && [ "${combined%.md}-$v.md" -nt "$combined.started" ]; then
+                sed 's/^#/##/' "${combined%.md}-$v.md"
+            else
+                echo "## libnbd $v: no report (harness exit ${rcs[$v]})"
+            fi
+        done
+    } >"$combined.tmp"
+    mv "$combined.tmp" "$combined"
+    rm -f "$combined.started"
+    note "combined report written to $combined"
+    exit "$worst"
+}
+
+[ "$version" != all ] || version="$KNOWN_VERSIONS"
+if [ "$(wc -w <<<"$version")" -gt 1 ]; then
+    combined_report="${report:-$repo/build/libnbd-testsuite.md}"
+    mkdir -p "$(dirname "$combined_report")"
+    : >"$combined_report.started"
+    run_versions "$version"
+fi
 select_version "$version"
 [ -n "$dirs" ] || dirs="$ALL_DIRS"
 [ -n "$report" ] || report="$repo/build/libnbd-testsuite-$LIBNBD_VERSION.md"
@@ -584,6 +652,15 @@ shown_labels() {
     if [ $run_ours = 1 ]; then echo ours; fi
 }
 
+# Where the suite came from and what building it cost.
+tree_origin() {
+    local secs when
+    secs="$(cat "$tree/.duplexnbd-build-seconds" 2>/dev/null || echo '?')"
+    if [ "$built_now" = 1 ]; then when="built by this run in ${secs}s"
+    else when="cached, built on $(date -u -r "$stamp" '+%Y-%m-%d %H:%M UTC') in ${secs}s"; fi
+    echo "Suite: Debian's libnbd $DEBIAN_VERSION source package ($DEBIAN_SUITE, Debian's patches applied) in \`$tree\`, $when"
+}
+
 write_report() {
     local stock_tsv="$results/stock/results.tsv" ours_tsv="$results/ours/results.tsv"
     local labels t res ex sres reason n_reg=0 label
@@ -592,6 +669,7 @@ write_report() {
     echo
     echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`interop/libnbd-testsuite.sh\`;" \
          "directories: \`$dirs\`; per-test timeout ${test_timeout}s; logs under \`$results/<label>/dirs\`."
+    echo "$(tree_origin)."
     echo "\`python/t\` runs each \`python/t/*.py\` on its own, so it repeats what \`python/run-python-tests\` covers in one test."
     for label in $labels; do
         local lpath lname lver lorigin when=""
@@ -608,6 +686,9 @@ write_report() {
         [ -z "$retried" ] || { echo; echo "Re-run once after failing: $retried"; }
     done
 
+    local built_col
+    if [ "$built_now" = 1 ]; then built_col="built, $(cat "$tree/.duplexnbd-build-seconds")s"; else built_col="cached"; fi
+    printf '%s\t%s\t%s\t%s\t%s\n' - - - - "$built_col" >"$results/summary.tsv"
     case " $labels " in *" ours "*) ;; *) echo "$n_reg" >"$results/regressions"; return 0 ;; esac
     echo
     echo "## Tests not passing with ours"
@@ -649,9 +730,13 @@ write_report() {
             n_app=$((n_app + 1)); [ "$res" != PASS ] || n_app_pass=$((n_app_pass + 1))
         done < <(selected ours)
         echo
-        echo "Summary: ours passes $(selected ours | awk -F'\t' '$3=="PASS"' | wc -l) of" \
-             "$(selected ours | wc -l) tests ($n_app_pass of $n_app applicable);" \
+        local n_pass n_all
+        n_pass="$(selected ours | awk -F'\t' '$3=="PASS"' | wc -l)"
+        n_all="$(selected ours | wc -l)"
+        echo "Summary: ours passes $n_pass of $n_all tests ($n_app_pass of $n_app applicable);" \
              "regressions against stock: $n_reg."
+        printf '%s\t%s\t%s\t%s\t%s\n' "$n_all" "$n_pass" "$n_app_pass of $n_app" "$n_reg" "$built_col" \
+            >"$results/summary.tsv"
     fi
 
     echo
@@ -682,6 +767,8 @@ if [ $rebuild = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$RECIPE" ]; 
     [ -z "${missing// /}" ] || note "warning: packages not installed (use --install-deps): $missing"
     t0=$SECONDS
     build_tree
+    echo "$((SECONDS - t0))" >"$tree/.duplexnbd-build-seconds"
+    built_now=1
     rm -rf "${results:?}"   # results of an older build are not comparable
     rm -rf "$cache/results" "$cache/probe" "$cache/build-logs"  # this harness's layout before recipe=3
     note "built libnbd $LIBNBD_VERSION in $tree in $((SECONDS - t0))s"
