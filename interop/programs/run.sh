@@ -21,9 +21,10 @@
 #                    (default $DUPLEXNBD_CACHE/libnbd-1.22.2, the cache
 #                    defaulting to ~/.cache/duplexnbd); its programs are the
 #                    second program set, see below
-#   --tree-programs auto|require|off  auto (default): run the second set when
-#                    the tree is built, else skip it with a message; require:
-#                    a missing tree is an error (exit 2); off: Debian's only
+#   --tree-programs auto|require|only|off  auto (default): run the second
+#                    set when the tree is built, else skip it with a message;
+#                    require: a missing tree is an error (exit 2); only: the
+#                    second set alone (tree required); off: Debian's only
 #   -h, --help
 #
 # Program set "debian12": Debian 12's programs (libnbd 1.14.2, nbdsh from
@@ -98,7 +99,7 @@ while (($#)); do
 done
 
 fail() { echo "run.sh: $*" >&2; exit 2; }
-case $TREE_PROGRAMS in auto | require | off) ;; *) fail "--tree-programs: auto, require or off, not $TREE_PROGRAMS" ;; esac
+case $TREE_PROGRAMS in auto | require | only | off) ;; *) fail "--tree-programs: auto, require, only or off, not $TREE_PROGRAMS" ;; esac
 
 if ((INSTALL)); then
     ((EUID == 0)) || fail "--install-deps needs root"
@@ -178,13 +179,14 @@ tree_missing() { # prints what the tree lacks; empty when it can be used
     done
     compgen -G "$TREE/python/.libs/libnbdmod*.so" >/dev/null || echo "$TREE/python/.libs/libnbdmod*.so missing"
 }
-SETS=(debian12)
+SETS=()
+[[ $TREE_PROGRAMS == only ]] || SETS+=(debian12)
 TREE_NOTE=""
 if [[ $TREE_PROGRAMS != off ]]; then
     why=$(tree_missing)
     if [[ -z $why ]]; then
-        SETS+=(tree)
-    elif [[ $TREE_PROGRAMS == require ]]; then
+        SETS+=(libnbd-1.22.2)
+    elif [[ $TREE_PROGRAMS == require || $TREE_PROGRAMS == only ]]; then
         fail "libnbd 1.22.2 programs required but not usable: $why (build the tree: interop/libnbd-testsuite.sh --libnbd-version 1.22.2 --stock-only)"
     else
         TREE_NOTE="libnbd 1.22.2 programs skipped: $why (build the tree with interop/libnbd-testsuite.sh --libnbd-version 1.22.2 --stock-only, or pass --libnbd-tree DIR)"
@@ -192,7 +194,7 @@ if [[ $TREE_PROGRAMS != off ]]; then
     fi
 fi
 TREE_VERSION="" TREE_STOCK="" TREE_BIN="" TREE_PYTHONPATH=""
-if [[ " ${SETS[*]} " == *" tree "* ]]; then
+if [[ " ${SETS[*]} " == *" libnbd-1.22.2 "* ]]; then
     TREE_VERSION=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"/\1/p' "$TREE/config.h" 2>/dev/null)
     # Copies: the test-suite harness repoints the tree's libnbd.so.0
     # symlink while it runs, and the tree may be rebuilt.
@@ -208,8 +210,8 @@ fi
 
 # Variants: how a program set meets a library.  The first variant of each
 # set is its reference; the others are compared with it.
-declare -A SET_VARIANTS=([debian12]="stock llp preload" [tree]="tstock tours")
-declare -A SET_TITLE=([debian12]="Debian 12's programs (libnbd 1.14.2)" [tree]="libnbd ${TREE_VERSION:-1.22.2}'s own programs (built by the test-suite tree)")
+declare -A SET_VARIANTS=([debian12]="stock llp preload" [libnbd-1.22.2]="tstock tours")
+declare -A SET_TITLE=([debian12]="Debian 12's programs (libnbd 1.14.2)" [libnbd-1.22.2]="libnbd ${TREE_VERSION:-1.22.2}'s own programs (built by the test-suite tree)")
 declare -A VLABEL=([stock]="stock" [llp]="ours (LD_LIBRARY_PATH)" [preload]="ours (LD_PRELOAD)"
     [tstock]="stock ${TREE_VERSION:-1.22.2}" [tours]="ours")
 declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD [tstock]=LD_LIBRARY_PATH [tours]=LD_LIBRARY_PATH)
@@ -322,7 +324,7 @@ rle() {
 
 # Why a scenario cannot run with a program set; empty when it can.
 set_skip_reason() { # set_skip_reason SET NAME
-    if [[ $1 == tree ]]; then
+    if [[ $1 == libnbd-1.22.2 ]]; then
         case $2 in
             nbdkit-nbd-proxy*)
                 echo "nbdkit's nbd plugin is Debian's, built against libnbd 1.14.2: not one of libnbd ${TREE_VERSION}'s programs"
