@@ -573,19 +573,45 @@ trs_result() { [ -f "$1" ] || return 0; sed -n 's/^:test-result: *\([A-Z]*\).*/\
 # Writes "$results/$label/results.tsv" from every directory saved for that
 # label (this run's and, for directories not run now, earlier runs'):
 # dir, dir/test, result, exit status, first attempt's result if re-run.
+# A handful of processes per label, not a few per test: forks are what
+# costs time on a busy machine (a minute per label otherwise).
 collect() {
-    local label="$1" d f name res ex first
-    : >"$results/$label/results.tsv"
+    local label="$1" d f list
+    list="$results/$label/trs.list"
+    local -a logs=()
+    : >"$list"
     for d in $ALL_DIRS; do
         for f in "$(saved "$label" "$d")"/*.trs; do
             [ -e "$f" ] || continue
-            name="$(basename "$f" .trs)"
-            res="$(trs_result "$f")"
-            ex="$(tail -c 4096 "${f%.trs}.log" 2>/dev/null | grep -o 'exit status: [0-9]*' | tail -1 | grep -o '[0-9]*$')" || true
-            first="$(trs_result "$(saved "$label" "$d")/first-attempt/$name.trs")"
-            printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$d/$name" "${res:-ERROR}" "${ex:-?}" "$first" >>"$results/$label/results.tsv"
+            printf '%s\t%s\n' "$d" "$f" >>"$list"
+            logs+=("${f%.trs}.log")
         done
     done
+    # The exit status is the last "exit status: N" in the last 4 KiB of the
+    # test's log; one tail prints them all, each after a "==> FILE <==" line.
+    { [ ${#logs[@]} -eq 0 ] || tail -v -c 4096 -- "${logs[@]}" 2>/dev/null || true; } |
+    awk -v list="$list" '
+        function result(file,   l, r) {
+            r = ""
+            while ((getline l < file) > 0)
+                if (l ~ /^:test-result:/) { r = l; sub(/^:test-result: */, "", r); sub(/[^A-Z].*/, "", r); break }
+            close(file)
+            return r
+        }
+        /^==> .* <==$/ { cur = substr($0, 5, length($0) - 8); next }
+        match($0, /exit status: [0-9]+/) { ex[cur] = substr($0, RSTART + 13, RLENGTH - 13) }
+        END {
+            while ((getline line < list) > 0) {
+                split(line, a, "\t")
+                n = a[2]; sub(/.*\//, "", n); sub(/\.trs$/, "", n)
+                dir = a[2]; sub(/\/[^\/]*$/, "", dir)
+                lg = a[2]; sub(/\.trs$/, ".log", lg)
+                res = result(a[2])
+                printf "%s\t%s/%s\t%s\t%s\t%s\n", a[1], a[1], n, (res == "" ? "ERROR" : res),
+                       ((lg in ex) ? ex[lg] : "?"), result(dir "/first-attempt/" n ".trs")
+            }
+        }' >"$results/$label/results.tsv"
+    rm -f "$list"
 }
 
 run_suite() {
@@ -635,8 +661,6 @@ table() {
         END { printf "| **total** | %d | %d | %d | %d | %d | %s |\n", c["PASS"], c["FAIL"]+c["XPASS"], c["SKIP"], c["XFAIL"], c["ERROR"], s }'
 }
 
-lookup() { awk -F'\t' -v t="$2" '$2==t { print $3; exit }' "$1" 2>/dev/null; }
-lookup_exit() { awk -F'\t' -v t="$2" '$2==t { print $4; exit }' "$1" 2>/dev/null; }
 
 describe() {  # result + exit status, e.g. "FAIL (exit 124: timed out)"
     local res="$1" ex="$2"
@@ -666,6 +690,15 @@ tree_origin() {
 
 write_report() {
     local stock_tsv="$results/stock/results.tsv" ours_tsv="$results/ours/results.tsv"
+    # Each label's results by test, read once (an awk per test is slow).
+    local -A stock_res=() ours_res=() ours_exit=()
+    local _t _r _e
+    if [ -f "$stock_tsv" ]; then
+        while IFS=$'\t' read -r _ _t _r _ _; do stock_res[$_t]=$_r; done <"$stock_tsv"
+    fi
+    if [ -f "$ours_tsv" ]; then
+        while IFS=$'\t' read -r _ _t _r _e _; do ours_res[$_t]=$_r ours_exit[$_t]=$_e; done <"$ours_tsv"
+    fi
     local labels t res ex sres reason n_reg=0 label
     labels="$(shown_labels | tr '\n' ' ')"
     echo "# libnbd $LIBNBD_VERSION test suite: stock vs ours"
@@ -701,7 +734,7 @@ write_report() {
         case "$res" in PASS|XFAIL) continue ;; esac
         any=1
         reason="$(na_reason "$t")" && reason=" — not applicable" || reason=""
-        sres="$(lookup "$stock_tsv" "$t")"
+        sres="${stock_res[$t]:-}"
         also=""; [ -z "$sres" ] || also="; stock: $sres"
         echo "- \`$t\`: $(describe "$res" "$ex")$also$reason"
     done < <(selected ours)
@@ -714,11 +747,11 @@ write_report() {
         while IFS=$'\t' read -r _ t sres _ _; do
             [ "$sres" = PASS ] || continue
             na_reason "$t" >/dev/null && continue
-            res="$(lookup "$ours_tsv" "$t")"
+            res="${ours_res[$t]:-}"
             [ "$res" = PASS ] && continue
             n_reg=$((n_reg + 1))
             if [ -z "$res" ]; then echo "- \`$t\`: no result"
-            else echo "- \`$t\`: $(describe "$res" "$(lookup_exit "$ours_tsv" "$t")")"; fi
+            else echo "- \`$t\`: $(describe "$res" "${ours_exit[$t]:-}")"; fi
         done < <(selected stock)
         [ $n_reg -gt 0 ] || echo "(none)"
         local better
