@@ -5,11 +5,20 @@
 # Usage: interop/libnbd-testsuite.sh [options]
 #   --lib PATH          library under test ("ours"); default $DUPLEXNBD_LIB or
 #                       <repo>/build/lib/libnbd.so.0
+#   --libnbd-version V  whose test suite to run: 1.22.2 (default) or 1.14.2;
+#                       each has its own cached tree and saved results.  A
+#                       list ("1.22.2 1.14.2") or "all" runs each in turn and
+#                       writes a combined report beside the per-version ones
 #   --stock-only        run only the stock library built from libnbd's source
 #   --ours-only         run only ours (compares with the last saved stock run)
-#   --dirs "D1 D2"      test directories to run (default: all, see ALL_DIRS)
+#   --dirs "D1 D2"      test directories to run (default: all of the version's,
+#                       see ALL_DIRS in facts())
 #   -j N                parallel tests per directory (default 2)
-#   --report FILE       Markdown report (default <repo>/build/libnbd-testsuite.md)
+#   --report FILE       Markdown report (default
+#                       <repo>/build/libnbd-testsuite-<version>.md; with
+#                       several versions the combined one, default
+#                       <repo>/build/libnbd-testsuite.md, and FILE without
+#                       .md plus -<version>.md for each version)
 #   --test-timeout S    kill one test after S seconds (default 120)
 #   --dir-timeout S     kill one directory's whole run after S seconds (default 1800)
 #   --budget S          stop starting new directories after S seconds in total
@@ -20,10 +29,16 @@
 #   --install-deps      as root: apt-get install the packages in PACKAGES
 #   --rebuild           throw the cached libnbd build away and build it again
 #   -h, --help
-# Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB.
+# Environment: DUPLEXNBD_CACHE (default ~/.cache/duplexnbd), DUPLEXNBD_LIB,
+# DUPLEXNBD_LIBNBD_VERSION (default for --libnbd-version).
+#
+# Network: only the first build of a version downloads, and only Debian's
+# source package, through a private apt state under the cache (the
+# machine's apt configuration is neither used for it nor changed).
 #
 # Exit status: 0 when the harness worked (whatever ours scored), 1 with
-# --strict and regressions, 2 when the harness itself could not do its job.
+# --strict and regressions, 2 when the harness itself could not do its job
+# (with several versions: the worst of theirs, 2 before 1).
 #
 # How the library is swapped: libnbd's tests run through libtool wrappers and
 # its ./run script, which both PREPEND <tree>/lib/.libs to LD_LIBRARY_PATH, and
@@ -38,8 +53,15 @@
 # shellcheck disable=SC2317,SC2016
 set -euo pipefail
 
-# Everything a fresh Debian 12 needs for building libnbd 1.14.2 and for its
+# Everything a fresh Debian 12 needs for building libnbd 1.22.2 and 1.14.2 and for their
 # tests to run rather than skip (the tests probe for these servers and tools).
+# Of Debian trixie's Build-Depends for 1.22.2 the others are not needed here:
+# ocaml (bindings off), bash-completion (only installs completions),
+# nbdkit-plugin-dev (no test builds a plugin).  Also left out: nbd-client (its
+# tests need the nbd kernel module) and pycodestyle (a style check of the
+# Python sources, not of any library).  What still skips on both libraries
+# needs newer nbdkit/qemu than Debian 12's, a git checkout, sshd or AF_VSOCK.
+#   debian-archive-keyring: verifies the source package (see fetch_source)
 #   build-essential dpkg-dev pkg-config: compiler, make, apt-get source/dpkg-source
 #   python3-dev: Python bindings and python/ tests
 #   libgnutls28-dev gnutls-bin: TLS support and the certtool/psktool the TLS tests use
@@ -47,39 +69,85 @@ set -euo pipefail
 #   nbdkit nbd-server qemu-utils qemu-system-common: the servers the tests talk to
 #     (qemu-system-common carries qemu-storage-daemon)
 #   iproute2 (ss), jq, bsdextrautils (hexdump): used by individual test scripts
-PACKAGES="build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
+PACKAGES="debian-archive-keyring build-essential dpkg-dev pkg-config python3-dev libgnutls28-dev gnutls-bin libxml2-dev libfuse3-dev fuse3 nbdkit nbd-server qemu-utils qemu-system-common iproute2 jq bsdextrautils"
 
-# Upstream version whose facts this harness encodes (test names, the probe fix).
-LIBNBD_VERSION="${DUPLEXNBD_LIBNBD_VERSION:-1.14.2}"
+# The Python the bindings are built for and the python/ tests run with:
+# Debian's, whose headers python3-dev installs, whatever python3 comes first
+# in PATH (configure would otherwise pick e.g. a pyenv one).
+PYTHON=/usr/bin/python3
 
-# Every directory of libnbd 1.14.2 with automake TESTS, minus ocaml/ and
-# golang/ (bindings not built).  "python/t" is the harness's own pseudo
-# directory: python/run-python-tests stops at the first failing t/*.py, so
-# each t/*.py is run again as its own automake test to see all of them.
-ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
+# Where Debian's source packages come from (see fetch_source).
+DEBIAN_MIRROR="http://deb.debian.org/debian"
+DEBIAN_KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
+
+# The libnbd releases whose suites this harness knows, newest first; the
+# first is the default.  facts() below holds what differs between them.
+KNOWN_VERSIONS="1.22.2 1.14.2"
 
 # Tests whose result says nothing about whether a library is a drop-in
-# replacement.  They are run and shown, but never counted as regressions.
+# replacement: they compare the library's version string with the source
+# tree's.  They are run and shown, but never counted as regressions.
 # One entry per line: glob over "dir/test" | reason.
-NOT_APPLICABLE='
+VERSION_STRING_TESTS='
 tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version() == the source tree version
 */test-version.sh|checks that `tool --version` prints "libnbd <source tree version>"
-tests/compile-header-only|checks libnbd.h of the source tree compiles on its own, not the library
-tests/compile-c|checks libnbd.h of the source tree compiles as C
-tests/compile-iso-c99|checks libnbd.h of the source tree compiles in strict ISO C99 mode
-tests/compile-cxx|checks libnbd.h of the source tree compiles as C++
-common/include/*|unit test of a libnbd-internal header; never loads libnbd.so.0
-common/utils/*|unit test of libnbd-internal helper code; never loads libnbd.so.0
 '
 
-# Build only what the tests need.  Hiding perl from configure turns off the
-# man pages, and api_built= stops docs/Makefile.inc from still asking for the
-# ~180 generated API man pages.  OCaml and Go bindings are off: they need
-# their toolchains, and their tests exercise the bindings more than the library.
-CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
-MAKE_ARGS="api_built="
-# Changing any of this (or bumping recipe=) rebuilds cached trees.
-RECIPE="recipe=2 libnbd=$LIBNBD_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS requires-probe-fix=1"
+# Sets the facts of one libnbd version:
+#   ALL_DIRS        every directory with automake TESTS that the harness runs.
+#                   "python/t" is the harness's own pseudo directory:
+#                   python/run-python-tests stops at the first failing
+#                   t/*.py, so each t/*.py is run again as its own automake
+#                   test to see all of them.
+#   NOT_APPLICABLE  see VERSION_STRING_TESTS
+#   CONFIGURE_ARGS  build only what the tests need.  Hiding perl from
+#                   configure turns off the man pages; bindings other than
+#                   Python are off: they need their toolchains, and their
+#                   tests exercise the bindings more than the library.
+#   MAKE_ARGS       api_built= stops docs/Makefile.inc from still asking for
+#                   the ~180 generated API man pages.
+#   SOURCE_FIXES    functions applied to the unpacked tree before configure
+#   DEBIAN_VERSION, DEBIAN_SUITE  the Debian source package the suite comes
+#                   from (Debian's patches applied), and the suite to fetch it from
+#   RECIPE_EXTRA    anything else that, changed, must rebuild the cached tree
+facts() {
+    case "$1" in
+        1.22.2)
+            # Not run: ocaml/ (and ocaml/tests), golang/, rust/ (not built),
+            # ublk/ (nbdublk needs libublksrv, which Debian 12 lacks).
+            # lib/ has unit tests of libnbd's internal fork-safe helpers.
+            ALL_DIRS="common/include common/utils lib tests python python/t sh info copy dump fuse interop"
+            NOT_APPLICABLE="$VERSION_STRING_TESTS"
+            CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-rust --disable-ublk --disable-static ac_cv_prog_PERL=no"
+            MAKE_ARGS="api_built="
+            SOURCE_FIXES=""
+            RECIPE_EXTRA=""
+            DEBIAN_VERSION=1.22.2-1 DEBIAN_SUITE=trixie
+            ;;
+        1.14.2)
+            # Not run: ocaml/, golang/ (not built).
+            ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
+            NOT_APPLICABLE="$VERSION_STRING_TESTS"
+            CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
+            MAKE_ARGS="api_built="
+            SOURCE_FIXES="fix_requires_probe"
+            RECIPE_EXTRA="requires-probe-fix=1"
+            DEBIAN_VERSION=1.14.2-1 DEBIAN_SUITE=bookworm
+            ;;
+        *) return 1 ;;
+    esac
+}
+
+select_version() {
+    case " $KNOWN_VERSIONS " in
+        *" $1 "*) facts "$1" ;;
+        *) die "libnbd $1 is not known to this harness (known: $KNOWN_VERSIONS)" ;;
+    esac
+    LIBNBD_VERSION="$1"
+    CONFIGURE_ARGS="$CONFIGURE_ARGS PYTHON=$PYTHON"
+    # Changing any of this (or bumping recipe=) rebuilds the cached tree.
+    RECIPE="recipe=3 debian=$DEBIAN_VERSION configure=$CONFIGURE_ARGS make=$MAKE_ARGS $RECIPE_EXTRA"
+}
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
@@ -87,18 +155,28 @@ helpers="$here/libnbd-testsuite"
 
 ours_lib="${DUPLEXNBD_LIB:-$repo/build/lib/libnbd.so.0}"
 cache="${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}"
-report="$repo/build/libnbd-testsuite.md"
-run_stock=1 run_ours=1 dirs="$ALL_DIRS" jobs=2 strict=0 install_deps=0 rebuild=0
-test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum=""
+report=""
+version="${DUPLEXNBD_LIBNBD_VERSION:-${KNOWN_VERSIONS%% *}}"
+run_stock=1 run_ours=1 dirs="" jobs=2 strict=0 install_deps=0 rebuild=0
+test_timeout=120 dir_timeout=1800 budget=0 retries=5 ours_src="" ours_sum="" built_now=0
 
 die() { echo "libnbd-testsuite: error: $*" >&2; exit 2; }
 note() { echo "libnbd-testsuite: $*" >&2; }
 usage() { sed -n '4,/^$/{/^$/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
+# Options passed on unchanged when several versions run one after another.
+passthru=()
 while [ $# -gt 0 ]; do
+    case "$1" in
+        --libnbd-version|--libnbd-version=*|--report|--report=*) ;;
+        --lib|--dirs|-j|--test-timeout|--dir-timeout|--budget|--retries) passthru+=("$1" "${2:-}") ;;
+        *) passthru+=("$1") ;;
+    esac
     case "$1" in
         --lib) ours_lib="${2:?--lib needs a path}"; shift ;;
         --lib=*) ours_lib="${1#*=}" ;;
+        --libnbd-version) version="${2:?--libnbd-version needs a version}"; shift ;;
+        --libnbd-version=*) version="${1#*=}" ;;
         --stock-only) run_ours=0 ;;
         --ours-only) run_stock=0 ;;
         --dirs) dirs="${2:?--dirs needs a list}"; shift ;;
@@ -119,6 +197,61 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+
+# Runs this script once per version and puts their reports together.
+run_versions() {
+    local v rc worst=0 t0 combined="${report:-$repo/build/libnbd-testsuite.md}"
+    local -A rcs=() secs=()
+    for v in $1; do
+        note "==== libnbd $v"
+        t0=$SECONDS rc=0
+        "$here/$(basename "${BASH_SOURCE[0]}")" "${passthru[@]}" --libnbd-version "$v" \
+            --report "${combined%.md}-$v.md" || rc=$?
+        rcs[$v]=$rc secs[$v]=$((SECONDS - t0))
+        if [ "$rc" != 0 ] && { [ "$worst" = 0 ] || [ "$worst" = 1 ]; }; then worst=$rc; fi
+    done
+    mkdir -p "$(dirname "$combined")"
+    {
+        echo "# libnbd's own test suites: stock vs ours"
+        echo
+        echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`interop/libnbd-testsuite.sh --libnbd-version \"$1\"\`."
+        echo "Each version's suite runs on the stock library built from that version's Debian source"
+        echo "package and on ours; a regression is a test that passes on stock and not on ours."
+        echo
+        echo "| libnbd suite | tests | ours passes | of the applicable | regressions | source tree | run seconds | harness exit |"
+        echo "|---|---:|---:|---:|---:|---|---:|---|"
+        for v in $1; do
+            local tests="-" pass="-" app="-" reg="-" built="-" f="$cache/results-$v/summary.tsv"
+            if [ -f "$f" ] && [ "$f" -nt "$combined.started" ]; then
+                IFS=$'\t' read -r tests pass app reg built <"$f" || true
+            fi
+            echo "| $v | $tests | $pass | $app | $reg | $built | ${secs[$v]} | ${rcs[$v]} |"
+        done
+        for v in $1; do
+            echo
+            if [ -f "${combined%.md}-$v.md" ] && [ "${combined%.md}-$v.md" -nt "$combined.started" ]; then
+                sed 's/^#/##/' "${combined%.md}-$v.md"
+            else
+                echo "## libnbd $v: no report (harness exit ${rcs[$v]})"
+            fi
+        done
+    } >"$combined.tmp"
+    mv "$combined.tmp" "$combined"
+    rm -f "$combined.started"
+    note "combined report written to $combined"
+    exit "$worst"
+}
+
+[ "$version" != all ] || version="$KNOWN_VERSIONS"
+if [ "$(wc -w <<<"$version")" -gt 1 ]; then
+    combined_report="${report:-$repo/build/libnbd-testsuite.md}"
+    mkdir -p "$(dirname "$combined_report")"
+    : >"$combined_report.started"
+    run_versions "$version"
+fi
+select_version "$version"
+[ -n "$dirs" ] || dirs="$ALL_DIRS"
+[ -n "$report" ] || report="$repo/build/libnbd-testsuite-$LIBNBD_VERSION.md"
 [ "$run_stock$run_ours" != 00 ] || die "--stock-only and --ours-only exclude each other"
 for n in "$jobs" "$test_timeout" "$dir_timeout" "$budget" "$retries"; do
     [[ "$n" =~ ^[0-9]+$ ]] || die "not a number: $n"
@@ -129,8 +262,9 @@ done
 
 tree="$cache/libnbd-$LIBNBD_VERSION"
 stamp="$tree/.duplexnbd-stamp"
-results="$cache/results"
-probe_bin="$cache/probe"
+results="$cache/results-$LIBNBD_VERSION"
+probe_bin="$cache/probe-$LIBNBD_VERSION"
+build_logs="$cache/build-logs-$LIBNBD_VERSION"
 start_time=$SECONDS
 
 # The test scripts call nbdkit, nbd-server and friends by bare name, and Debian
@@ -166,29 +300,9 @@ install_packages() {
         { tail -20 "$cache/apt-install.log" >&2; die "apt-get install failed (log: $cache/apt-install.log)"; }
 }
 
-# apt-get source needs a deb-src entry; Debian 12 images usually ship only
-# "Types: deb".  Add deb-src to the existing entries so sources come from the
-# same mirror (and snapshot, if pinned) as the binaries.
-ensure_deb_src() {
-    if grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        return 0
-    fi
-    [ "$(id -u)" = 0 ] || die "no deb-src entry in /etc/apt and not root: add one, or run as root"
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-        note "enabling deb-src in /etc/apt/sources.list.d/debian.sources"
-        sed -i -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb deb-src/' /etc/apt/sources.list.d/debian.sources
-    fi
-    if ! grep -rqsE '^\s*(Types:.*\bdeb-src\b|deb-src\s)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        note "adding /etc/apt/sources.list.d/duplexnbd-deb-src.list"
-        echo "deb-src http://deb.debian.org/debian bookworm main" >/etc/apt/sources.list.d/duplexnbd-deb-src.list
-    fi
-    apt_updated=0
-    apt_update
-}
-
 # ---------------------------------------------------------------- build
 
-build_log() { echo "$cache/build-logs/$1.log"; }
+build_log() { echo "$build_logs/$1.log"; }
 step() {
     local name="$1"; shift
     note "build: $name"
@@ -198,27 +312,48 @@ step() {
     fi
 }
 
+# The source package comes through a private apt state under the cache: its
+# own deb-src entry for the version's Debian suite, its own index lists and
+# its own package cache, so the machine's /etc/apt and /var/lib/apt are
+# neither read for sources nor changed.  Debian's archive key signs the
+# suite's Release file, and apt checks the .dsc and tarballs against it.
+apt_private() {
+    local dir="$cache/apt/$DEBIAN_SUITE"
+    APT_OPTS=(-o Dir::Etc::SourceList=/dev/null
+              -o Dir::Etc::SourceParts="$dir/etc"
+              -o Dir::State::Lists="$dir/lists"
+              -o Dir::Cache="$dir/cache")
+    mkdir -p "$dir/etc" "$dir/lists/partial" "$dir/cache/archives/partial"
+    printf '%s\n' "Types: deb-src" "URIs: $DEBIAN_MIRROR" "Suites: $DEBIAN_SUITE" \
+        "Components: main" "Signed-By: $DEBIAN_KEYRING" >"$dir/etc/$DEBIAN_SUITE.sources"
+}
+
 fetch_source() {
-    local src="$cache/src" dsc upstream
-    rm -rf "$src"; mkdir -p "$src"
-    ensure_deb_src
-    if ! (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1; then
-        # A stale or missing Sources index is the usual cause; refresh once.
-        if [ "$(id -u)" = 0 ]; then
-            apt_updated=0; apt_update
-            (cd "$src" && apt-get source -q --download-only libnbd) >"$(build_log fetch)" 2>&1 ||
-                { tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"; }
-        else
-            tail -20 "$(build_log fetch)" >&2; die "apt-get source libnbd failed"
-        fi
+    local src="$cache/src-$LIBNBD_VERSION" dsc
+    dsc="$src/libnbd_${DEBIAN_VERSION}.dsc"
+    # This runs under step(), which shows the tail of this output when it
+    # fails: so complain and return 1 rather than die.
+    [ -r "$DEBIAN_KEYRING" ] ||
+        { echo "error: $DEBIAN_KEYRING missing (apt-get install debian-archive-keyring)"; return 1; }
+    # A download kept from an earlier build is reused when dpkg-source
+    # still finds every file the .dsc lists, with its checksum.
+    if [ -f "$dsc" ] && dpkg-source -x --no-copy "$dsc" "$tree"; then
+        echo "reused $dsc"
+        return 0
     fi
-    dsc="$(find "$src" -maxdepth 1 -name 'libnbd_*.dsc' | head -1)"
-    [ -n "$dsc" ] || die "apt-get source left no .dsc in $src"
-    upstream="$(sed -n 's/^Version: *\([^-]*\)-.*/\1/p' "$dsc" | head -1)"
-    [ "$upstream" = "$LIBNBD_VERSION" ] ||
-        die "the archive has libnbd $upstream, this harness knows $LIBNBD_VERSION (set DUPLEXNBD_LIBNBD_VERSION=$upstream to try it)"
-    # dpkg-source applies Debian's patches, i.e. we test the suite Debian ships.
-    dpkg-source -x "$dsc" "$tree"
+    rm -rf "$src" "$tree"; mkdir -p "$src"
+    apt_private
+    echo "+ apt-get ${APT_OPTS[*]} update"
+    apt-get "${APT_OPTS[@]}" -q update ||
+        { echo "error: apt-get update of the private $DEBIAN_SUITE state failed"; return 1; }
+    echo "+ apt-get ${APT_OPTS[*]} source --download-only libnbd=$DEBIAN_VERSION"
+    (cd "$src" && apt-get "${APT_OPTS[@]}" -q source --download-only "libnbd=$DEBIAN_VERSION") ||
+        { echo "error: apt-get source libnbd=$DEBIAN_VERSION from $DEBIAN_SUITE failed"; return 1; }
+    [ -f "$dsc" ] || { echo "error: apt-get source left no $dsc"; return 1; }
+    # dpkg-source applies Debian's patches, i.e. we test the suite Debian
+    # ships.  (It cannot check the .dsc signature without debian-keyring; apt
+    # already checked the files against the signed Sources index.)
+    dpkg-source -x --no-copy "$dsc" "$tree"
 }
 
 # interop/requires.c and tests/requires.c probe qemu-nbd for TLS support with
@@ -248,12 +383,13 @@ fix_test_scripts() {
 }
 
 build_tree() {
-    mkdir -p "$cache/build-logs"
+    mkdir -p "$build_logs"
     # libtool bakes absolute paths into wrappers and RUNPATHs, so the tree is
     # built in its final place; the stamp marks it complete.
     rm -rf "$tree"
     step fetch-and-unpack fetch_source
-    fix_requires_probe
+    local fix
+    for fix in $SOURCE_FIXES; do "$fix"; done
     # shellcheck disable=SC2086  # CONFIGURE_ARGS is a list of words
     step configure sh -c "cd '$tree' && ./configure $CONFIGURE_ARGS"
     step make make -C "$tree" -j"$(nproc)" "$MAKE_ARGS"
@@ -325,7 +461,7 @@ prove_library() {
               sed -n 's/.*calling init: \(.*libnbd\.so[^ ]*\).*/\1/p' | tail -1)" || true
     [ -n "$traced" ] && traced="$(realpath "$traced")"
     # Third: what the Python binding (RUNPATH to lib/.libs) maps.
-    py="$(cd "$tree/python" && "$tree/run" python3 -c '
+    py="$(cd "$tree/python" && "$tree/run" "$PYTHON" -c '
 import nbd
 print([l.split()[-1] for l in open("/proc/self/maps") if "libnbd.so" in l][0])' 2>/dev/null)" || py="(import failed)"
     [ "$py" = "(import failed)" ] || py="$(realpath "$py")"
@@ -381,7 +517,7 @@ run_dir() {
     if [ "$key" = python/t ]; then
         make_dir=python
         extra=(TESTS="$(cd "$tree/python" && echo t/*.py)")
-        log_compiler="$log_compiler python3"
+        log_compiler="$log_compiler $PYTHON"
         make_cmd=(env MAKEFILES="$helpers/python-each.mk" make)
     fi
     make_cmd+=(-C "$tree/$make_dir" -k -j"$jobs")
@@ -437,19 +573,45 @@ trs_result() { [ -f "$1" ] || return 0; sed -n 's/^:test-result: *\([A-Z]*\).*/\
 # Writes "$results/$label/results.tsv" from every directory saved for that
 # label (this run's and, for directories not run now, earlier runs'):
 # dir, dir/test, result, exit status, first attempt's result if re-run.
+# A handful of processes per label, not a few per test: forks are what
+# costs time on a busy machine (a minute per label otherwise).
 collect() {
-    local label="$1" d f name res ex first
-    : >"$results/$label/results.tsv"
+    local label="$1" d f list
+    list="$results/$label/trs.list"
+    local -a logs=()
+    : >"$list"
     for d in $ALL_DIRS; do
         for f in "$(saved "$label" "$d")"/*.trs; do
             [ -e "$f" ] || continue
-            name="$(basename "$f" .trs)"
-            res="$(trs_result "$f")"
-            ex="$(tail -c 4096 "${f%.trs}.log" 2>/dev/null | grep -o 'exit status: [0-9]*' | tail -1 | grep -o '[0-9]*$')" || true
-            first="$(trs_result "$(saved "$label" "$d")/first-attempt/$name.trs")"
-            printf '%s\t%s\t%s\t%s\t%s\n' "$d" "$d/$name" "${res:-ERROR}" "${ex:-?}" "$first" >>"$results/$label/results.tsv"
+            printf '%s\t%s\n' "$d" "$f" >>"$list"
+            logs+=("${f%.trs}.log")
         done
     done
+    # The exit status is the last "exit status: N" in the last 4 KiB of the
+    # test's log; one tail prints them all, each after a "==> FILE <==" line.
+    { [ ${#logs[@]} -eq 0 ] || tail -v -c 4096 -- "${logs[@]}" 2>/dev/null || true; } |
+    awk -v list="$list" '
+        function result(file,   l, r) {
+            r = ""
+            while ((getline l < file) > 0)
+                if (l ~ /^:test-result:/) { r = l; sub(/^:test-result: */, "", r); sub(/[^A-Z].*/, "", r); break }
+            close(file)
+            return r
+        }
+        /^==> .* <==$/ { cur = substr($0, 5, length($0) - 8); next }
+        match($0, /exit status: [0-9]+/) { ex[cur] = substr($0, RSTART + 13, RLENGTH - 13) }
+        END {
+            while ((getline line < list) > 0) {
+                split(line, a, "\t")
+                n = a[2]; sub(/.*\//, "", n); sub(/\.trs$/, "", n)
+                dir = a[2]; sub(/\/[^\/]*$/, "", dir)
+                lg = a[2]; sub(/\.trs$/, ".log", lg)
+                res = result(a[2])
+                printf "%s\t%s/%s\t%s\t%s\t%s\n", a[1], a[1], n, (res == "" ? "ERROR" : res),
+                       ((lg in ex) ? ex[lg] : "?"), result(dir "/first-attempt/" n ".trs")
+            }
+        }' >"$results/$label/results.tsv"
+    rm -f "$list"
 }
 
 run_suite() {
@@ -499,8 +661,6 @@ table() {
         END { printf "| **total** | %d | %d | %d | %d | %d | %s |\n", c["PASS"], c["FAIL"]+c["XPASS"], c["SKIP"], c["XFAIL"], c["ERROR"], s }'
 }
 
-lookup() { awk -F'\t' -v t="$2" '$2==t { print $3; exit }' "$1" 2>/dev/null; }
-lookup_exit() { awk -F'\t' -v t="$2" '$2==t { print $4; exit }' "$1" 2>/dev/null; }
 
 describe() {  # result + exit status, e.g. "FAIL (exit 124: timed out)"
     local res="$1" ex="$2"
@@ -519,14 +679,33 @@ shown_labels() {
     if [ $run_ours = 1 ]; then echo ours; fi
 }
 
+# Where the suite came from and what building it cost.
+tree_origin() {
+    local secs when
+    secs="$(cat "$tree/.duplexnbd-build-seconds" 2>/dev/null || echo '?')"
+    if [ "$built_now" = 1 ]; then when="built by this run in ${secs}s"
+    else when="cached, built on $(date -u -r "$stamp" '+%Y-%m-%d %H:%M UTC') in ${secs}s"; fi
+    echo "Suite: Debian's libnbd $DEBIAN_VERSION source package ($DEBIAN_SUITE, Debian's patches applied) in \`$tree\`, $when"
+}
+
 write_report() {
     local stock_tsv="$results/stock/results.tsv" ours_tsv="$results/ours/results.tsv"
+    # Each label's results by test, read once (an awk per test is slow).
+    local -A stock_res=() ours_res=() ours_exit=()
+    local _t _r _e
+    if [ -f "$stock_tsv" ]; then
+        while IFS=$'\t' read -r _ _t _r _ _; do stock_res[$_t]=$_r; done <"$stock_tsv"
+    fi
+    if [ -f "$ours_tsv" ]; then
+        while IFS=$'\t' read -r _ _t _r _e _; do ours_res[$_t]=$_r ours_exit[$_t]=$_e; done <"$ours_tsv"
+    fi
     local labels t res ex sres reason n_reg=0 label
     labels="$(shown_labels | tr '\n' ' ')"
     echo "# libnbd $LIBNBD_VERSION test suite: stock vs ours"
     echo
     echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`interop/libnbd-testsuite.sh\`;" \
          "directories: \`$dirs\`; per-test timeout ${test_timeout}s; logs under \`$results/<label>/dirs\`."
+    echo "$(tree_origin)."
     echo "\`python/t\` runs each \`python/t/*.py\` on its own, so it repeats what \`python/run-python-tests\` covers in one test."
     for label in $labels; do
         local lpath lname lver lorigin when=""
@@ -543,6 +722,9 @@ write_report() {
         [ -z "$retried" ] || { echo; echo "Re-run once after failing: $retried"; }
     done
 
+    local built_col
+    if [ "$built_now" = 1 ]; then built_col="built, $(cat "$tree/.duplexnbd-build-seconds")s"; else built_col="cached"; fi
+    printf '%s\t%s\t%s\t%s\t%s\n' - - - - "$built_col" >"$results/summary.tsv"
     case " $labels " in *" ours "*) ;; *) echo "$n_reg" >"$results/regressions"; return 0 ;; esac
     echo
     echo "## Tests not passing with ours"
@@ -552,7 +734,7 @@ write_report() {
         case "$res" in PASS|XFAIL) continue ;; esac
         any=1
         reason="$(na_reason "$t")" && reason=" — not applicable" || reason=""
-        sres="$(lookup "$stock_tsv" "$t")"
+        sres="${stock_res[$t]:-}"
         also=""; [ -z "$sres" ] || also="; stock: $sres"
         echo "- \`$t\`: $(describe "$res" "$ex")$also$reason"
     done < <(selected ours)
@@ -565,11 +747,11 @@ write_report() {
         while IFS=$'\t' read -r _ t sres _ _; do
             [ "$sres" = PASS ] || continue
             na_reason "$t" >/dev/null && continue
-            res="$(lookup "$ours_tsv" "$t")"
+            res="${ours_res[$t]:-}"
             [ "$res" = PASS ] && continue
             n_reg=$((n_reg + 1))
             if [ -z "$res" ]; then echo "- \`$t\`: no result"
-            else echo "- \`$t\`: $(describe "$res" "$(lookup_exit "$ours_tsv" "$t")")"; fi
+            else echo "- \`$t\`: $(describe "$res" "${ours_exit[$t]:-}")"; fi
         done < <(selected stock)
         [ $n_reg -gt 0 ] || echo "(none)"
         local better
@@ -584,9 +766,13 @@ write_report() {
             n_app=$((n_app + 1)); [ "$res" != PASS ] || n_app_pass=$((n_app_pass + 1))
         done < <(selected ours)
         echo
-        echo "Summary: ours passes $(selected ours | awk -F'\t' '$3=="PASS"' | wc -l) of" \
-             "$(selected ours | wc -l) tests ($n_app_pass of $n_app applicable);" \
+        local n_pass n_all
+        n_pass="$(selected ours | awk -F'\t' '$3=="PASS"' | wc -l)"
+        n_all="$(selected ours | wc -l)"
+        echo "Summary: ours passes $n_pass of $n_all tests ($n_app_pass of $n_app applicable);" \
              "regressions against stock: $n_reg."
+        printf '%s\t%s\t%s\t%s\t%s\n' "$n_all" "$n_pass" "$n_app_pass of $n_app" "$n_reg" "$built_col" \
+            >"$results/summary.tsv"
     fi
 
     echo
@@ -617,7 +803,10 @@ if [ $rebuild = 1 ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$RECIPE" ]; 
     [ -z "${missing// /}" ] || note "warning: packages not installed (use --install-deps): $missing"
     t0=$SECONDS
     build_tree
+    echo "$((SECONDS - t0))" >"$tree/.duplexnbd-build-seconds"
+    built_now=1
     rm -rf "${results:?}"   # results of an older build are not comparable
+    rm -rf "$cache/results" "$cache/probe" "$cache/build-logs"  # this harness's layout before recipe=3
     note "built libnbd $LIBNBD_VERSION in $tree in $((SECONDS - t0))s"
 else
     note "using cached build in $tree"

@@ -29,17 +29,28 @@ SANITIZER_BUILD_PREFIX="$build-" "$root/tests/run-sanitizers.sh"
 # Each fuzz target for FUZZ_SECONDS (default 60) on its seed corpus, in $build-fuzz.
 FUZZ_BUILD_DIR="$build-fuzz" "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
 
-# libnbd's own suite, stock library next to ours: any test that passes with stock and not
-# with ours fails the run (the harness re-runs a directory's few failures once first).
-if [ -x "$root/interop/libnbd-testsuite.sh" ]; then
-  "$root/interop/libnbd-testsuite.sh" --install-deps --strict --lib "$build/lib/libnbd.so.0" \
-    --report "$build/libnbd-testsuite.md"
-fi
+# libnbd's own test suites, 1.22.2 first (the one that counts), then 1.14.2 (Debian 12's): each
+# built from Debian's source package (cached between runs on one machine), run on its own stock
+# library and on ours. Any test that passes with stock and not with ours fails the run (the
+# harness re-runs a directory's few failures once first). Reports: build/libnbd-testsuite.md
+# (both) and build/libnbd-testsuite-<version>.md. The programs below run even when a suite
+# fails, so one CI run shows everything; the run fails at the end.
+failed=()
+"$root/interop/libnbd-testsuite.sh" --libnbd-version "1.22.2 1.14.2" --install-deps --strict \
+  --lib "$build/lib/libnbd.so.0" --report "$build/libnbd-testsuite.md" ||
+  failed+=("libnbd's test suites (exit $?, see $build/libnbd-testsuite.md)")
 
-# Real programs (nbdinfo, nbdcopy, nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin) run on stock
-# libnbd and on ours (LD_LIBRARY_PATH and LD_PRELOAD) and compared; about 6-11 minutes. Any
-# scenario that differs fails the run.
+# Real programs run on stock libnbd and on ours and compared: Debian 12's (nbdinfo, nbdcopy,
+# nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin; on Debian's stock libnbd, then ours through
+# LD_LIBRARY_PATH and LD_PRELOAD), then libnbd 1.22.2's own, built by the suite above (on the
+# tree's stock 1.22.2, then ours). Any scenario that differs fails the run.
 programs_deps=()
 [ "$(id -u)" -eq 0 ] && programs_deps=(--install-deps)
-"$root/interop/programs/run.sh" "${programs_deps[@]}" --strict --lib "$build/lib/libnbd.so.0" \
-  --report "$build/interop-programs.md"
+"$root/interop/programs/run.sh" "${programs_deps[@]}" --strict --tree-programs require \
+  --lib "$build/lib/libnbd.so.0" --report "$build/interop-programs.md" ||
+  failed+=("real programs (exit $?, see $build/interop-programs.md)")
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'run-all: failed: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

@@ -8,6 +8,11 @@
 #                        run: LD_LIBRARY_PATH=<dir>, LD_PRELOAD=<file>, or
 #                        nothing (stock); applied only to the programs the
 #                        scenario tests, never to servers or verification
+#   DNBD_PROGRAMS_PATH   when set, a directory put first in PATH for the
+#                        programs under test (libnbd 1.22.2's build); checks
+#                        and read-backs still find Debian's programs
+#   DNBD_PYTHONPATH      when set, PYTHONPATH for the programs under test
+#                        (the Python bindings that go with those programs)
 #   DNBD_STEP_TIMEOUT    seconds one step may take before it is killed
 #   DNBD_SERVER_TIMEOUT  upper bound on any server's lifetime
 # The transcript goes to stdout; harness trouble goes to stderr.
@@ -26,6 +31,14 @@ mkdir -p "$RUN/ld"
 LIBENV=(LD_DEBUG=libs "LD_DEBUG_OUTPUT=$RUN/ld/ld")
 if [[ -n ${DNBD_LIBVAR:-} ]]; then
     LIBENV+=("$DNBD_LIBVAR=$DNBD_LIBVAL")
+fi
+# Another program set (libnbd 1.22.2's own build) comes first in PATH, with
+# its Python bindings, for the programs under test only.
+if [[ -n ${DNBD_PROGRAMS_PATH:-} ]]; then
+    LIBENV+=("PATH=$DNBD_PROGRAMS_PATH:$PATH")
+fi
+if [[ -n ${DNBD_PYTHONPATH:-} ]]; then
+    LIBENV+=("PYTHONPATH=$DNBD_PYTHONPATH")
 fi
 : >"$RUN/exits"
 : >"$RUN/pids"

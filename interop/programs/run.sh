@@ -17,8 +17,18 @@
 #   --step-timeout S kill one program after S seconds (default 60)
 #   --scenario-timeout S  stop one run of a scenario after S seconds
 #                    (default 300); what it printed so far is compared
+#   --libnbd-tree DIR  a libnbd 1.22.2 tree built by interop/libnbd-testsuite.sh
+#                    (default $DUPLEXNBD_CACHE/libnbd-1.22.2, the cache
+#                    defaulting to ~/.cache/duplexnbd); its programs are the
+#                    second program set, see below
+#   --tree-programs auto|require|only|off  auto (default): run the second
+#                    set when the tree is built, else skip it with a message;
+#                    require: a missing tree is an error (exit 2); only: the
+#                    second set alone (tree required); off: Debian's only
 #   -h, --help
 #
+# Program set "debian12": Debian 12's programs (libnbd 1.14.2, nbdsh from
+# python3-libnbd, nbdkit's nbd plugin).
 # Each scenario runs three times, each time with fresh servers in a fresh
 # temp dir: on stock libnbd (the system's libnbd.so.0), then on ours through
 # LD_LIBRARY_PATH=<dir of ours>, then through LD_PRELOAD=<ours>.  The
@@ -27,6 +37,14 @@
 # which libnbd.so.0 it initialised from the dynamic loader's LD_DEBUG=libs
 # log (realpath compared with the expected file), and the report also shows
 # what `nbdinfo --version` prints under each setting.
+#
+# Program set "libnbd-1.22.2": nbdinfo, nbdcopy, nbddump, nbdfuse and nbdsh
+# (with the Python bindings) built by the libnbd 1.22.2 test-suite tree.
+# They use calls libnbd 1.14's programs never make.  Each scenario but the
+# nbdkit plugin ones runs twice: on the tree's stock libnbd 1.22.2 (a copy,
+# through LD_LIBRARY_PATH), then on ours through LD_LIBRARY_PATH; the
+# programs come first in PATH for the steps under test only, so checks and
+# read-backs still use Debian's stock programs.  The two are compared.
 #
 # Exit status: 0 normally (whatever ours scored); 1 with --strict when a
 # scenario differs; 2 when the runner itself cannot work (bad options,
@@ -53,6 +71,8 @@ STRICT=0
 INSTALL=0
 STEP_TIMEOUT=60
 SCENARIO_TIMEOUT=300
+TREE=${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}/libnbd-1.22.2
+TREE_PROGRAMS=auto
 
 usage() { sed -n '3,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
@@ -68,6 +88,10 @@ while (($#)); do
         --install-deps) INSTALL=1; shift ;;
         --step-timeout) STEP_TIMEOUT=$2; shift 2 ;;
         --scenario-timeout) SCENARIO_TIMEOUT=$2; shift 2 ;;
+        --libnbd-tree) TREE=$2; shift 2 ;;
+        --libnbd-tree=*) TREE=${1#*=}; shift ;;
+        --tree-programs) TREE_PROGRAMS=$2; shift 2 ;;
+        --tree-programs=*) TREE_PROGRAMS=${1#*=}; shift ;;
         --list) bash "$HERE/scenarios.sh" --list; exit 0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -75,6 +99,7 @@ while (($#)); do
 done
 
 fail() { echo "run.sh: $*" >&2; exit 2; }
+case $TREE_PROGRAMS in auto | require | only | off) ;; *) fail "--tree-programs: auto, require, only or off, not $TREE_PROGRAMS" ;; esac
 
 if ((INSTALL)); then
     ((EUID == 0)) || fail "--install-deps needs root"
@@ -141,11 +166,65 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-VARIANTS=(stock llp preload)
-declare -A VLABEL=([stock]="stock" [llp]="ours (LD_LIBRARY_PATH)" [preload]="ours (LD_PRELOAD)")
-declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD)
-declare -A VVAL=([stock]="" [llp]="$OURS_DIR" [preload]="$OURS_SO")
-declare -A VEXPECT=([stock]="$STOCK_REAL" [llp]="$OURS_REAL" [preload]="$OURS_REAL")
+# The libnbd 1.22.2 tree's programs, if it is built: ELF binaries from the
+# libtool .libs dirs (they carry no RUNPATH, LD_LIBRARY_PATH always picks
+# their libnbd) and the tree's nbdsh wrapper, which runs /usr/bin/python3
+# -m nbd with the tree's bindings found through PYTHONPATH.
+TREE_PROGS=(info/.libs/nbdinfo copy/.libs/nbdcopy dump/.libs/nbddump fuse/.libs/nbdfuse sh/nbdsh)
+tree_missing() { # prints what the tree lacks; empty when it can be used
+    local f
+    [[ -f $TREE/.duplexnbd-stamp ]] || { echo "$TREE is not a built tree (no .duplexnbd-stamp)"; return; }
+    for f in lib/.libs/libnbd.so.0.0.0 python/nbd.py "${TREE_PROGS[@]}"; do
+        [[ -e $TREE/$f ]] || { echo "$TREE/$f missing"; return; }
+    done
+    compgen -G "$TREE/python/.libs/libnbdmod*.so" >/dev/null || echo "$TREE/python/.libs/libnbdmod*.so missing"
+}
+SETS=()
+[[ $TREE_PROGRAMS == only ]] || SETS+=(debian12)
+TREE_NOTE=""
+if [[ $TREE_PROGRAMS != off ]]; then
+    why=$(tree_missing)
+    if [[ -z $why ]]; then
+        SETS+=(libnbd-1.22.2)
+    elif [[ $TREE_PROGRAMS == require || $TREE_PROGRAMS == only ]]; then
+        fail "libnbd 1.22.2 programs required but not usable: $why (build the tree: interop/libnbd-testsuite.sh --libnbd-version 1.22.2 --stock-only)"
+    else
+        TREE_NOTE="libnbd 1.22.2 programs skipped: $why (build the tree with interop/libnbd-testsuite.sh --libnbd-version 1.22.2 --stock-only, or pass --libnbd-tree DIR)"
+        echo "run.sh: $TREE_NOTE" >&2
+    fi
+fi
+TREE_VERSION="" TREE_STOCK="" TREE_BIN="" TREE_PYTHONPATH=""
+if [[ " ${SETS[*]} " == *" libnbd-1.22.2 "* ]]; then
+    TREE_VERSION=$(sed -n 's/^#define PACKAGE_VERSION "\(.*\)"/\1/p' "$TREE/config.h" 2>/dev/null)
+    # Copies: the test-suite harness repoints the tree's libnbd.so.0
+    # symlink while it runs, and the tree may be rebuilt.
+    TREE_STOCK=$WORK/tree-stock
+    TREE_BIN=$WORK/tree-bin
+    mkdir -p "$TREE_STOCK" "$TREE_BIN"
+    cp -- "$TREE/lib/.libs/libnbd.so.0.0.0" "$TREE_STOCK/libnbd.so.0"
+    for f in "${TREE_PROGS[@]}"; do cp -- "$TREE/$f" "$TREE_BIN/"; done
+    TREE_PYTHONPATH=$WORK/tree-python
+    mkdir -p "$TREE_PYTHONPATH"
+    cp -- "$TREE"/python/*.py "$TREE"/python/.libs/libnbdmod*.so "$TREE_PYTHONPATH/"
+fi
+
+# Variants: how a program set meets a library.  The first variant of each
+# set is its reference; the others are compared with it.
+declare -A SET_VARIANTS=([debian12]="stock llp preload" [libnbd-1.22.2]="tstock tours")
+declare -A SET_TITLE=([debian12]="Debian 12's programs (libnbd 1.14.2)" [libnbd-1.22.2]="libnbd ${TREE_VERSION:-1.22.2}'s own programs (built by the test-suite tree)")
+declare -A VLABEL=([stock]="stock" [llp]="ours (LD_LIBRARY_PATH)" [preload]="ours (LD_PRELOAD)"
+    [tstock]="stock ${TREE_VERSION:-1.22.2}" [tours]="ours")
+declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD [tstock]=LD_LIBRARY_PATH [tours]=LD_LIBRARY_PATH)
+declare -A VVAL=([stock]="" [llp]="$OURS_DIR" [preload]="$OURS_SO" [tstock]="$TREE_STOCK" [tours]="$OURS_DIR")
+declare -A VEXPECT=([stock]="$STOCK_REAL" [llp]="$OURS_REAL" [preload]="$OURS_REAL"
+    [tstock]="${TREE_STOCK:+$(realpath -m -- "$TREE_STOCK/libnbd.so.0")}" [tours]="$OURS_REAL")
+declare -A VPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_BIN" [tours]="$TREE_BIN")
+declare -A VPYTHONPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_PYTHONPATH" [tours]="$TREE_PYTHONPATH")
+VARIANTS=()
+for set in "${SETS[@]}"; do
+    read -ra vs <<<"${SET_VARIANTS[$set]}"
+    VARIANTS+=("${vs[@]}")
+done
 
 # Which libnbd.so.0 files the processes of a run initialised, as realpaths.
 loaded_libs() { # loaded_libs LDDIR
@@ -169,6 +248,14 @@ proof() {
     fi
 }
 
+# The environment a variant's programs under test get (besides LD_DEBUG).
+variant_env() { # variant_env VARIANT: one NAME=VALUE per line
+    [[ -n ${VVAR[$1]} ]] && echo "${VVAR[$1]}=${VVAL[$1]}"
+    [[ -n ${VPATH[$1]} ]] && echo "PATH=${VPATH[$1]}:$PATH"
+    [[ -n ${VPYTHONPATH[$1]} ]] && echo "PYTHONPATH=${VPYTHONPATH[$1]}"
+    return 0
+}
+
 # Preflight: what nbdinfo --version says under each setting, and which file
 # the loader initialised for it.
 declare -A PRE_VERSION PRE_PROOF
@@ -176,7 +263,7 @@ for v in "${VARIANTS[@]}"; do
     d=$WORK/preflight-$v
     mkdir -p "$d/ld"
     envs=(LD_DEBUG=libs "LD_DEBUG_OUTPUT=$d/ld/ld")
-    [[ -n ${VVAR[$v]} ]] && envs+=("${VVAR[$v]}=${VVAL[$v]}")
+    mapfile -t -O 2 envs < <(variant_env "$v")
     out=$(timeout 30 env "${envs[@]}" nbdinfo --version 2>&1) || out="nbdinfo --version failed: $out"
     PRE_VERSION[$v]=$(echo "$out" | sed -n 2p)
     [[ -n ${PRE_VERSION[$v]} ]] || PRE_VERSION[$v]=$(echo "$out" | paste -sd' ' -)
@@ -206,6 +293,7 @@ run_one() {
     mkdir -p "$out"
     CURRENT_RUN=$run
     RUN=$run DNBD_LIBVAR=${VVAR[$v]} DNBD_LIBVAL=${VVAL[$v]} \
+        DNBD_PROGRAMS_PATH=${VPATH[$v]} DNBD_PYTHONPATH=${VPYTHONPATH[$v]} \
         DNBD_STEP_TIMEOUT=$STEP_TIMEOUT DNBD_SERVER_TIMEOUT=$((SCENARIO_TIMEOUT + STEP_TIMEOUT + 60)) \
         timeout -k $((STEP_TIMEOUT + 30)) "$SCENARIO_TIMEOUT" bash "$HERE/scenarios.sh" "$name" \
         </dev/null >"$out/transcript.raw" 2>"$out/harness.log" || rc=$?
@@ -234,48 +322,91 @@ rle() {
          END { if (NR) printf "%s%s", prev, (n > 1 ? "x" n : ""); else printf "-" }'
 }
 
+# Why a scenario cannot run with a program set; empty when it can.
+set_skip_reason() { # set_skip_reason SET NAME
+    if [[ $1 == libnbd-1.22.2 ]]; then
+        case $2 in
+            nbdkit-nbd-proxy*)
+                echo "nbdkit's nbd plugin is Debian's, built against libnbd 1.14.2: not one of libnbd ${TREE_VERSION}'s programs"
+                return ;;
+        esac
+        PATH="$TREE_BIN:$PATH" PYTHONPATH="$TREE_PYTHONPATH" bash "$HERE/scenarios.sh" --skip-reason "$2"
+    else
+        bash "$HERE/scenarios.sh" --skip-reason "$2"
+    fi
+}
+
 START=$SECONDS
-declare -A VERDICT SKIP
+declare -A VERDICT SKIP SECS
 DIFFERS=0
 printf 'stock: %s -> %s\nours:  %s\n' "$STOCK_LIB" "$STOCK_REAL" "$OURS_REAL"
+[[ -z $TREE_STOCK ]] || printf 'libnbd %s programs from %s, its stock library copied to %s\n' "$TREE_VERSION" "$TREE" "$TREE_STOCK"
+[[ -z $TREE_NOTE ]] || echo "$TREE_NOTE"
 for v in "${VARIANTS[@]}"; do
     printf 'preflight %-24s nbdinfo --version: %-22s loaded: %s\n' "${VLABEL[$v]}" "${PRE_VERSION[$v]}" "${PRE_PROOF[$v]}"
 done
-for name in "${SELECTED[@]}"; do
-    reason=$(bash "$HERE/scenarios.sh" --skip-reason "$name")
-    if [[ -n $reason ]]; then
-        SKIP[$name]=$reason
-        printf '%-24s skipped: %s\n' "$name" "$reason"
-        continue
-    fi
-    t0=$SECONDS
-    for v in "${VARIANTS[@]}"; do run_one "$name" "$v"; done
-    problems=()
-    for v in llp preload; do
-        if ! diff -u --label "stock/$name" --label "${VLABEL[$v]}/$name" \
-            "$ART/$name/stock/transcript.txt" "$ART/$name/$v/transcript.txt" >"$ART/$name/$v.diff"; then
-            problems+=("${VLABEL[$v]}: output differs")
-        else
-            rm -f "$ART/$name/$v.diff"
+for set in "${SETS[@]}"; do
+    read -ra vs <<<"${SET_VARIANTS[$set]}"
+    ref=${vs[0]}
+    echo "--- ${SET_TITLE[$set]}"
+    for name in "${SELECTED[@]}"; do
+        key=$set:$name
+        reason=$(set_skip_reason "$set" "$name")
+        if [[ -n $reason ]]; then
+            SKIP[$key]=$reason
+            printf '%-24s skipped: %s\n' "$name" "$reason"
+            continue
         fi
+        t0=$SECONDS
+        for v in "${vs[@]}"; do run_one "$name" "$v"; done
+        problems=()
+        for v in "${vs[@]:1}"; do
+            if ! diff -u --label "${VLABEL[$ref]}/$name" --label "${VLABEL[$v]}/$name" \
+                "$ART/$name/$ref/transcript.txt" "$ART/$name/$v/transcript.txt" >"$ART/$name/$v.diff"; then
+                problems+=("${VLABEL[$v]}: output differs")
+            else
+                rm -f "$ART/$name/$v.diff"
+            fi
+        done
+        for v in "${vs[@]}"; do
+            [[ ${PROOF[$name.$v]} == ok ]] || problems+=("${VLABEL[$v]}: ${PROOF[$name.$v]}")
+            [[ -z ${HARNESS[$name.$v]} ]] || problems+=("${VLABEL[$v]}: ${HARNESS[$name.$v]}")
+        done
+        if ((${#problems[@]})); then
+            VERDICT[$key]="NO — $(printf '%s; ' "${problems[@]}" | sed 's/; $//')"
+            DIFFERS=1
+        else
+            VERDICT[$key]=yes
+        fi
+        SECS[$key]=$((SECONDS - t0))
+        line=$(printf '%-24s' "$name")
+        for v in "${vs[@]}"; do line+=$(printf ' %s: %-14s' "${VLABEL[$v]}" "${EXITS[$name.$v]}"); done
+        echo "$line identical: ${VERDICT[$key]} (${SECS[$key]}s)"
     done
-    for v in "${VARIANTS[@]}"; do
-        [[ ${PROOF[$name.$v]} == ok ]] || problems+=("${VLABEL[$v]}: ${PROOF[$name.$v]}")
-        [[ -z ${HARNESS[$name.$v]} ]] || problems+=("${VLABEL[$v]}: ${HARNESS[$name.$v]}")
-    done
-    if ((${#problems[@]})); then
-        VERDICT[$name]="NO — $(printf '%s; ' "${problems[@]}" | sed 's/; $//')"
-        DIFFERS=1
-    else
-        VERDICT[$name]=yes
-    fi
-    printf '%-24s stock: %-14s LLP: %-14s PRELOAD: %-14s identical: %s (%ss)\n' "$name" \
-        "${EXITS[$name.stock]}" "${EXITS[$name.llp]}" "${EXITS[$name.preload]}" "${VERDICT[$name]}" $((SECONDS - t0))
 done
 ELAPSED=$((SECONDS - START))
 
 # Markdown report.
 cell() { printf '%s' "$1" | sed 's/|/\\|/g'; }
+results_table() { # results_table SET: one Markdown table
+    local set=$1 name key v head sep row
+    read -ra vs <<<"${SET_VARIANTS[$set]}"
+    head="| scenario |" sep="|---|"
+    for v in "${vs[@]}"; do head+=" ${VLABEL[$v]} exit |"; sep+="---|"; done
+    echo "$head identical? | seconds |"
+    echo "$sep---|---:|"
+    for name in "${SELECTED[@]}"; do
+        key=$set:$name
+        row="| $name |"
+        if [[ -n ${SKIP[$key]:-} ]]; then
+            for v in "${vs[@]}"; do row+=" skipped |"; done
+            echo "$row skipped: $(cell "${SKIP[$key]}") | - |"
+        else
+            for v in "${vs[@]}"; do row+=" ${EXITS[$name.$v]} |"; done
+            echo "$row $(cell "${VERDICT[$key]}") | ${SECS[$key]} |"
+        fi
+    done
+}
 {
     echo "# Real libnbd programs: stock libnbd vs ours"
     echo
@@ -283,6 +414,10 @@ cell() { printf '%s' "$1" | sed 's/|/\\|/g'; }
     echo
     echo "- stock: \`$STOCK_LIB\` → \`$STOCK_REAL\`"
     echo "- ours: \`$OURS_REAL\` (LD_LIBRARY_PATH=\`$OURS_DIR\`, LD_PRELOAD=\`$OURS_SO\`)"
+    if [[ -n $TREE_STOCK ]]; then
+        echo "- libnbd $TREE_VERSION's programs and stock library: from \`$TREE\` (copies: \`$TREE_BIN\`, \`$TREE_STOCK/libnbd.so.0\`)"
+    fi
+    [[ -z $TREE_NOTE ]] || echo "- $TREE_NOTE"
     echo "- transcripts, normalised transcripts, diffs, logs: \`$ART/\`"
     echo
     echo "## Which library each setting loads"
@@ -290,43 +425,42 @@ cell() { printf '%s' "$1" | sed 's/|/\\|/g'; }
     echo "| setting | \`nbdinfo --version\`, library line | libnbd.so.0 initialised (LD_DEBUG=libs) |"
     echo "|---|---|---|"
     for v in "${VARIANTS[@]}"; do
-        echo "| ${VLABEL[$v]} | $(cell "${PRE_VERSION[$v]}") | $(cell "${PRE_PROOF[$v]}") |"
+        label=${VLABEL[$v]}
+        [[ -z ${VPATH[$v]} ]] || label="libnbd $TREE_VERSION programs, $label"
+        echo "| $label | $(cell "${PRE_VERSION[$v]}") | $(cell "${PRE_PROOF[$v]}") |"
     done
     echo
     echo "Every scenario run repeats the loader check for all its processes that use libnbd."
     echo "Exit columns list the exit codes of the steps run on the library, in order (\`0x5\` = five zeros)."
-    echo
-    echo "## Results"
-    echo
-    echo "| scenario | stock exit | ours (LD_LIBRARY_PATH) | ours (LD_PRELOAD) | identical? |"
-    echo "|---|---|---|---|---|"
-    for name in "${SELECTED[@]}"; do
-        if [[ -n ${SKIP[$name]:-} ]]; then
-            echo "| $name | skipped | skipped | skipped | skipped: $(cell "${SKIP[$name]}") |"
-        else
-            echo "| $name | ${EXITS[$name.stock]} | ${EXITS[$name.llp]} | ${EXITS[$name.preload]} | $(cell "${VERDICT[$name]}") |"
-        fi
+    for set in "${SETS[@]}"; do
+        echo
+        echo "## Results: ${SET_TITLE[$set]}"
+        echo
+        results_table "$set"
     done
     echo
     echo "## Scenarios"
     echo
     bash "$HERE/scenarios.sh" --list | while IFS=$'\t' read -r n d; do echo "- \`$n\`: $d"; done
-    for name in "${SELECTED[@]}"; do
-        [[ ${VERDICT[$name]:-yes} == yes ]] && continue
-        echo
-        echo "## $name: differences"
-        for v in llp preload; do
-            [[ -f $ART/$name/$v.diff ]] || continue
+    for set in "${SETS[@]}"; do
+        read -ra vs <<<"${SET_VARIANTS[$set]}"
+        for name in "${SELECTED[@]}"; do
+            [[ ${VERDICT[$set:$name]:-yes} == yes ]] && continue
             echo
-            echo "### stock vs ${VLABEL[$v]} (first 200 lines; full diff in \`$ART/$name/$v.diff\`)"
-            echo
-            echo '```diff'
-            head -n 200 "$ART/$name/$v.diff"
-            echo '```'
-        done
-        for v in "${VARIANTS[@]}"; do
-            [[ -n ${HARNESS[$name.$v]} ]] && echo && echo "- ${VLABEL[$v]}: $(cell "${HARNESS[$name.$v]}")"
-            [[ ${PROOF[$name.$v]} == ok ]] || echo "- ${VLABEL[$v]}: library check: ${PROOF[$name.$v]}"
+            echo "## $name ($set): differences"
+            for v in "${vs[@]:1}"; do
+                [[ -f $ART/$name/$v.diff ]] || continue
+                echo
+                echo "### ${VLABEL[${vs[0]}]} vs ${VLABEL[$v]} (first 200 lines; full diff in \`$ART/$name/$v.diff\`)"
+                echo
+                echo '```diff'
+                head -n 200 "$ART/$name/$v.diff"
+                echo '```'
+            done
+            for v in "${vs[@]}"; do
+                [[ -n ${HARNESS[$name.$v]} ]] && echo && echo "- ${VLABEL[$v]}: $(cell "${HARNESS[$name.$v]}")"
+                [[ ${PROOF[$name.$v]} == ok ]] || echo "- ${VLABEL[$v]}: library check: ${PROOF[$name.$v]}"
+            done
         done
     done
     proofs=$(cat "$ART"/*/*/proof.txt 2>/dev/null | sort -u)
@@ -340,22 +474,21 @@ cell() { printf '%s' "$1" | sed 's/|/\\|/g'; }
     fi
 } >"$REPORT"
 
-echo
-echo "| scenario | stock exit | ours(LD_LIBRARY_PATH) | ours(LD_PRELOAD) | identical? |"
-for name in "${SELECTED[@]}"; do
-    if [[ -n ${SKIP[$name]:-} ]]; then
-        echo "| $name | skipped | skipped | skipped | ${SKIP[$name]} |"
-    else
-        echo "| $name | ${EXITS[$name.stock]} | ${EXITS[$name.llp]} | ${EXITS[$name.preload]} | ${VERDICT[$name]} |"
-    fi
+for set in "${SETS[@]}"; do
+    echo
+    echo "${SET_TITLE[$set]}:"
+    results_table "$set"
 done
-for name in "${SELECTED[@]}"; do
-    for v in llp preload; do
-        if [[ -f $ART/$name/$v.diff ]]; then
-            echo
-            echo "--- diff $name: stock vs ${VLABEL[$v]} (first 60 lines of $ART/$name/$v.diff)"
-            head -n 60 "$ART/$name/$v.diff"
-        fi
+for set in "${SETS[@]}"; do
+    read -ra vs <<<"${SET_VARIANTS[$set]}"
+    for name in "${SELECTED[@]}"; do
+        for v in "${vs[@]:1}"; do
+            if [[ -f $ART/$name/$v.diff ]]; then
+                echo
+                echo "--- diff $name: ${VLABEL[${vs[0]}]} vs ${VLABEL[$v]} (first 60 lines of $ART/$name/$v.diff)"
+                head -n 60 "$ART/$name/$v.diff"
+            fi
+        done
     done
 done
 echo
