@@ -4,23 +4,31 @@
 
 #include <optional>
 
+#include "handle/per_thread.h"
+
 namespace duplexnbd {
+
+namespace {
+struct ThreadWakeup {
+  std::optional<transport::Wakeup> wakeup;
+  bool failed = false;
+};
+}  // namespace
 
 transport::Wakeup *PollerRegistry::thread_wakeup() {
   // Created lazily and kept for the thread's life: one descriptor per thread that ever
-  // blocks inside the library, whatever the number of handles.
-  static thread_local std::optional<transport::Wakeup> wakeup;
-  static thread_local bool failed = false;
-  if (!wakeup && !failed) {
+  // blocks inside the library, whatever the number of handles.  Per thread through
+  // PerThread, so a blocking call from an atexit handler still finds it.
+  ThreadWakeup *t = PerThread<ThreadWakeup>::get();
+  if (t == nullptr) return nullptr;
+  if (!t->wakeup && !t->failed) {
     auto w = transport::Wakeup::create();
     if (w)
-      wakeup.emplace(std::move(*w));
+      t->wakeup.emplace(std::move(*w));
     else
-      failed = true;
+      t->failed = true;
   }
-  if (!wakeup) return nullptr;
-  wakeup->drain_if_pending();
-  return &*wakeup;
+  return t->wakeup ? &*t->wakeup : nullptr;
 }
 
 void PollerRegistry::enter(Poller &p) {

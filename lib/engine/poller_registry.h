@@ -33,10 +33,10 @@ public:
     Poller *next = nullptr;
   };
 
-  // The calling thread's wake-up, created on first use (nullptr if that failed: the
-  // thread then polls with a short timeout instead).  A stale signal left from an earlier
-  // wait, on this handle or another, is drained first so the next poll does not return
-  // at once for nothing.
+  // The calling thread's wake-up, created on first use and kept for the thread's life
+  // (nullptr if that failed: the thread then polls with a short timeout instead).  A
+  // signal may be left in it from an earlier wait: callers drain it before they look at
+  // what they wait for.
   static transport::Wakeup *thread_wakeup();
 
   void enter(Poller &p);

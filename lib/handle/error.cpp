@@ -2,6 +2,8 @@
 // Thread-local error storage behind nbd_get_error / nbd_get_errno.
 #include "handle/error.h"
 
+#include "handle/per_thread.h"
+
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -15,7 +17,7 @@ struct ThreadError {
   int errnum = 0;
 };
 
-thread_local ThreadError tls_error;
+// Not a thread_local object: see PerThread (the call's name needs no destructor).
 thread_local const char *tls_call = nullptr;
 
 void record(int errnum, const std::string &message) {
@@ -29,9 +31,11 @@ void record(int errnum, const std::string &message) {
     text += ": ";
     text += s;
   }
-  tls_error.text = std::move(text);
-  tls_error.errnum = errnum;
-  tls_error.set = true;
+  ThreadError *e = PerThread<ThreadError>::get();
+  if (e == nullptr) return;  // out of memory: nothing can be recorded
+  e->text = std::move(text);
+  e->errnum = errnum;
+  e->set = true;
 }
 
 }  // namespace
@@ -57,8 +61,14 @@ void set_error(int errnum, const char *fmt, ...) {
 
 void set_error(const Error &e) { record(e.errnum, e.message); }
 
-const char *last_error() { return tls_error.set ? tls_error.text.c_str() : nullptr; }
-int last_errno() { return tls_error.errnum; }
+const char *last_error() {
+  const ThreadError *e = PerThread<ThreadError>::peek();
+  return e && e->set ? e->text.c_str() : nullptr;
+}
+int last_errno() {
+  const ThreadError *e = PerThread<ThreadError>::peek();
+  return e ? e->errnum : 0;
+}
 
 CallContext::CallContext(const char *name) : saved_(tls_call) { tls_call = name; }
 CallContext::~CallContext() { tls_call = saved_; }

@@ -2,12 +2,16 @@
 // Server-side failures: injected NBD errors reach the right command; a dead server kills the handle.
 #include <libnbd.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -178,6 +182,40 @@ TEST_F(ErrorTest, ServerKilledMidReplyKillsHandle) {
   EXPECT_EQ(nbd_aio_command_completed(p, uint64_t(read_cookie)), -1);
   EXPECT_EQ(nbd_aio_command_completed(p, uint64_t(other_cookie)), -1);
   EXPECT_EQ(nbd_pread(p, small.data(), small.size(), 0, 0), -1);
+}
+
+// nbdinfo 1.22 shuts its handle down from an atexit handler, after a failed connect.
+// exit() has run the main thread's thread_local destructors by then, so the library's
+// per-thread error (and its per-thread wake-up) must not be a thread_local object: a
+// handler that makes failing calls and reads the error exits normally.
+nbd_handle *atexit_handle;
+void shutdown_at_exit() {
+  if (nbd_shutdown(atexit_handle, 0) != -1) _exit(10);
+  const char *e = nbd_get_error();
+  if (e == nullptr || std::strlen(e) == 0) _exit(11);
+  char b[512];
+  if (nbd_pread(atexit_handle, b, sizeof b, 0, 0) != -1) _exit(12);
+  nbd_close(atexit_handle);
+}
+
+TEST_F(ErrorTest, CallsFromAnAtexitHandlerAfterAFailedConnect) {
+  pid_t pid = fork();
+  ASSERT_NE(pid, -1);
+  if (pid == 0) {
+    atexit_handle = nbd_create();
+    if (!atexit_handle) _exit(20);
+    atexit(shutdown_at_exit);
+    // Fails: nobody listens there.
+    if (nbd_connect_uri(atexit_handle, "nbd+unix:///?socket=/nonexistent/duplexnbd.sock") != -1)
+      _exit(21);
+    // The error of this thread exists before exit() destroys the thread's objects.
+    if (nbd_get_error() == nullptr) _exit(22);
+    exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
 }
 
 }  // namespace
