@@ -28,7 +28,12 @@ CALLS: list[Call] = [
         "tls-psk-file=, tls-hostname=, tls-verify-peer=), and connects over the "
         "chosen transport. What a URI may do is limited by nbd_set_uri_allow_*; it "
         "fails if URI support (libxml2) is not built in, or if a TLS URI is used "
-        "without TLS support." + _SYNC_TAIL,
+        "without TLS support. An nbd+ssh: URI runs ssh(1) locally, which runs "
+        "`nc -U SOCKET` (or `nc localhost 10809` without socket=) on the remote "
+        "host through the remote user's shell; the socket path is quoted for that "
+        "shell, and one holding control characters (newline included) or starting "
+        "with '-' is refused with EINVAL, as is a host starting with '-'."
+        + _SYNC_TAIL,
         permitted_states=ONLY_CREATED,
         see_also=("aio_connect_uri", "set_export_name", "set_tls", "set_opt_mode",
                   "get_uri", "is_uri", "supports_uri", "supports_vsock",

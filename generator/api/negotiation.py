@@ -131,8 +131,10 @@ CALLS: list[Call] = [
         "added with nbd_add_meta_context as queries (an empty list usually asks for "
         "everything), and calls the context callback with each name the server "
         "returns. A reply may summarise several contexts, so nbd_can_meta_context "
-        "is still the authority after connecting. Adding contexts from the callback "
-        "is not allowed." + _CALLBACK_NOTE + _COUNT_NOTE + _OPT_MODE_ONLY,
+        "is still the authority after connecting. The request is sent even when "
+        "structured replies were not negotiated; the server then decides whether to "
+        "answer or refuse. Listing changes nothing nbd_can_meta_context reports. "
+        "Adding contexts from the callback is not allowed." + _CALLBACK_NOTE + _COUNT_NOTE + _OPT_MODE_ONLY,
         permitted_states=ONLY_NEGOTIATING,
         see_also=("aio_opt_list_meta_context", "opt_list_meta_context_queries",
                   "add_meta_context", "clear_meta_contexts", "opt_set_meta_context",

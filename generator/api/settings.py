@@ -22,7 +22,11 @@ CALLS: list[Call] = [
         "servers have no export names); the default is the empty string. Names are "
         "UTF-8 and the protocol caps them at 4096 bytes. Besides before connecting, "
         "it may be changed while negotiating in option mode, e.g. between nbd_opt_list "
-        "or nbd_opt_info and nbd_opt_go; nbd_connect_uri sets it from the URI.",
+        "or nbd_opt_info and nbd_opt_go; nbd_connect_uri sets it from the URI. "
+        "Changing it while negotiating forgets what was learnt about the previous "
+        "export: nbd_get_size, the flag calls and nbd_can_meta_context fail until "
+        "the next successful nbd_opt_info or nbd_opt_go (setting the same name again "
+        "changes nothing).",
         permitted_states=CREATED_OR_NEGOTIATING,
         see_also=("get_export_name", "connect_uri", "set_opt_mode", "opt_go",
                   "opt_list", "opt_info"),

@@ -10,6 +10,7 @@
 #include "engine/connection.h"
 #include "handle/error.h"
 #include "transport/connector.h"
+#include "transport/remote_command.h"
 #include "transport/socket_activation.h"
 #include "transport/subprocess.h"
 #include "uri/nbd_uri.h"
@@ -175,12 +176,27 @@ int connect_over_ssh(Handle &h, const uri::NbdUri &u) {
     set_error(EINVAL, "ssh host name must not be empty or begin with '-'");
     return -1;
   }
-  std::vector<std::string> argv = {"ssh", "-p", u.port, "--", u.host, "nc"};
-  if (u.socket_path) {
-    argv.insert(argv.end(), {"-U", *u.socket_path});
-  } else {
-    argv.insert(argv.end(), {"localhost", std::to_string(uri::kDefaultNbdPortNumber)});
+  // Quoting keeps the remote shell from reading the path as syntax, but nc itself would
+  // still take a leading '-' as one of its options (ncat's -e runs a program).
+  if (u.socket_path && !u.socket_path->empty() && (*u.socket_path)[0] == '-') {
+    set_error(EINVAL, "ssh: the remote socket path must not begin with '-'");
+    return -1;
   }
+  std::vector<std::string> remote = {"nc"};
+  if (u.socket_path) {
+    remote.insert(remote.end(), {"-U", *u.socket_path});
+  } else {
+    remote.insert(remote.end(), {"localhost", std::to_string(uri::kDefaultNbdPortNumber)});
+  }
+  // ssh joins the remote command's words with spaces and the remote user's shell parses
+  // the line, so it is handed over as one line with every word quoted.
+  Result<std::string> line = transport::shell_command_line(remote);
+  if (!line) {
+    Error e = line.take_error();
+    set_error(e.errnum, "ssh: remote socket path: %s", e.message.c_str());
+    return -1;
+  }
+  std::vector<std::string> argv = {"ssh", "-p", u.port, "--", u.host, *line};
   Connection &conn = new_connection(h);
   conn.uri_info = base_uri_info(h);
   conn.uri_info.transport = uri::Transport::Ssh;

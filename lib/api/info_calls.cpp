@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "api/command_checks.h"
@@ -114,15 +115,22 @@ const char *get_protocol(Handle &h) {
 }
 
 int64_t get_size(Handle &h) {
-  int64_t r = with_negotiated(h, [](const Negotiated &n) -> int64_t {
-    if (!n.info.valid) return -1;
-    // An export larger than INT64_MAX cannot be addressed through this API anyway.
-    return n.info.size > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(n.info.size);
+  std::optional<uint64_t> size = with_negotiated(h, [](const Negotiated &n) {
+    return n.info.valid ? std::optional<uint64_t>(n.info.size) : std::nullopt;
   });
-  if (r < 0)
+  if (!size) {
     set_error(EINVAL,
               "server has not returned export size, you need to connect to the server first");
-  return r;
+    return -1;
+  }
+  // Reported as an error rather than clamped, as libnbd documents: a clamped size would
+  // look like a real one.
+  if (*size > uint64_t(INT64_MAX)) {
+    set_error(EOVERFLOW, "server claims size %llu which does not fit in signed result",
+              static_cast<unsigned long long>(*size));
+    return -1;
+  }
+  return int64_t(*size);
 }
 
 int64_t get_block_size(Handle &h, int size_type) {

@@ -17,6 +17,7 @@
 #include "engine/connection.h"
 #include "handle/error.h"
 #include "handle/handle.h"
+#include "handshake/handshake.h"
 #include "wire/protocol.h"
 
 namespace duplexnbd::api {
@@ -99,7 +100,20 @@ int set_export_name(Handle &h, const char *export_name) {
     return -1;
   }
   std::string name(export_name);
-  with_settings(h, [&](Settings &s) { s.export_name = std::move(name); });
+  const bool changed = with_settings(h, [&](Settings &s) {
+    if (s.export_name == name) return false;
+    s.export_name = name;
+    return true;
+  });
+  // While negotiating, the size, flags and contexts learnt so far belong to the old
+  // export: they go now, not at the next option, so the getters cannot report them
+  // as this export's.  Setting the same name again keeps them.
+  if (changed) {
+    if (Connection *conn = live_connection(h); conn != nullptr) {
+      std::lock_guard lock(conn->handshake_mutex());
+      if (handshake::Handshake *hs = conn->handshake(); hs != nullptr) hs->select_export(name);
+    }
+  }
   return 0;
 }
 

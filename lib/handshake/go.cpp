@@ -41,12 +41,9 @@ void Handshake::note_export_opened() {
 Task<Result<uint32_t>> Handshake::open_export() {
   if (fixed_) {
     if (want_meta_on_go()) {
-      // A refusal is not fatal: the export simply has no contexts for us.
-      Task<Result<uint32_t>> m =
-          meta_context(wire::kOptSetMetaContext, cfg_.meta_contexts, nullptr);
-      Result<uint32_t> mr = co_await m;
-      if (!mr) co_return mr;
-      if (*mr != wire::kRepAck) debug(h_, "server refused to set meta contexts");
+      Task<Status> m = automatic_set_meta();
+      Status ms = co_await m;
+      if (!ms) co_return ms.take_error();
     }
     Task<Result<uint32_t>> t = info_or_go(wire::kOptGo);
     Result<uint32_t> rt = co_await t;

@@ -168,12 +168,10 @@ Task<Status> Handshake::option_loop() {
       }
       case Kind::Info: {
         if (want_meta_on_go()) {
-          // As with GO, the server is asked for the contexts it would give this export;
-          // a refusal only means none (can_meta_context will say so).
-          Task<Result<uint32_t>> m =
-              meta_context(wire::kOptSetMetaContext, cfg_.meta_contexts, nullptr);
-          Result<uint32_t> mr = co_await m;
-          if (!mr) co_return mr.status();
+          // As with GO, the server is asked for the contexts it would give this export.
+          Task<Status> m = automatic_set_meta();
+          Status ms = co_await m;
+          if (!ms) co_return ms;
         }
         Task<Result<uint32_t>> t = info_or_go(wire::kOptInfo);
         rt = co_await t;

@@ -139,17 +139,28 @@ void Handshake::abandon(const Error &e) {
 void Handshake::refresh_config(const Config &c) {
   // Only between options: one in flight keeps the settings it started with.
   if (done_ || failed_ || option_active_ || !waiting_request_) return;
-  if (c.export_name != cfg_.export_name) {
-    // What we learnt belongs to the old name (libnbd forgets it on nbd_set_export_name).
-    out_.info = ExportInfo{};
-    out_.meta_valid = false;
-    out_.meta_contexts.clear();
-  }
+  // Normally select_export has already seen the new name; this covers a change made
+  // while an option was in flight.
+  if (c.export_name != cfg_.export_name) forget_export();
   cfg_.export_name = c.export_name;
   cfg_.request_block_size = c.request_block_size;
   cfg_.full_info = c.full_info;
   cfg_.request_meta_context = c.request_meta_context;
   cfg_.meta_contexts = c.meta_contexts;
+}
+
+void Handshake::select_export(const std::string &name) {
+  if (done_ || failed_ || option_active_ || !waiting_request_) return;
+  if (name == cfg_.export_name) return;
+  cfg_.export_name = name;
+  forget_export();
+}
+
+// What we learnt belongs to the old name, as libnbd forgets it on nbd_set_export_name.
+void Handshake::forget_export() {
+  out_.info = ExportInfo{};
+  out_.meta_valid = false;
+  out_.meta_contexts.clear();
 }
 
 Status Handshake::start(Request r) {
@@ -160,8 +171,9 @@ Status Handshake::start(Request r) {
   // not know, so only the two every newstyle server has are allowed.
   if (!fixed_ && r.kind != Kind::Go && r.kind != Kind::Abort)
     return Error{ENOTSUP, "server is not using fixed newstyle protocol"};
-  if (r.kind == Kind::ListMeta && !out_.structured_replies)
-    return Error{ENOTSUP, "server lacks structured replies"};
+  // LIST_META_CONTEXT and SET_META_CONTEXT go out even without structured replies:
+  // these calls exist to probe servers, and the server's answer (often an error, some
+  // servers list anyway) is the caller's to see, as with libnbd.
   if (r.kind == Kind::StartTls && !cfg_.upgrade_to_tls)
     return Error{ENOTSUP, "TLS support was not compiled into this library"};
 

@@ -79,6 +79,11 @@ public:
   // meta context list); call before each start_*.  A new export name forgets what was
   // learnt about the previous one.
   void refresh_config(const Config &c);
+  // nbd_set_export_name while negotiating: what was learnt about the previous export
+  // (size, flags, contexts) is forgotten at once, so the getters fail until the next
+  // successful OPT_INFO / OPT_GO.  Ignored while an option is in flight (that option
+  // keeps its name; the next refresh_config catches up).
+  void select_export(const std::string &name);
   Status start_go(CompletionCallback completion);
   Status start_info(CompletionCallback completion);
   Status start_list(ListCallback list, CompletionCallback completion);
@@ -163,8 +168,12 @@ private:
   Task<Result<uint32_t>> simple_option(uint32_t option);
   Task<Result<uint32_t>> starttls();
   Task<Result<uint32_t>> list_exports(std::shared_ptr<ListCallback> cb);
+  // `delivered`, when given, receives the number of NBD_REP_META_CONTEXT replies.
   Task<Result<uint32_t>> meta_context(uint32_t option, std::vector<std::string> queries,
-                                      std::shared_ptr<ContextCallback> cb);
+                                      std::shared_ptr<ContextCallback> cb,
+                                      size_t *delivered = nullptr);
+  // The SET_META_CONTEXT that OPT_GO / OPT_INFO send first when contexts are wanted.
+  Task<Status> automatic_set_meta();
   Task<Result<uint32_t>> info_or_go(uint32_t option);
   Task<Status> export_name();
   Task<Status> abort();
@@ -172,6 +181,7 @@ private:
   // server is not fixed newstyle or does not know GO.  kRepAck when it is open.
   Task<Result<uint32_t>> open_export();
   Status set_export_info(uint64_t size, uint16_t eflags);
+  void forget_export();
   void note_export_opened();
   bool want_meta_on_go() const;
 

@@ -14,7 +14,8 @@ namespace duplexnbd::handshake {
 // contexts: they are void from the moment it is sent, and valid again only once the
 // server ACKs; a refusal leaves none (libnbd's semantics for can_meta_context).
 Task<Result<uint32_t>> Handshake::meta_context(uint32_t option, std::vector<std::string> queries,
-                                               std::shared_ptr<ContextCallback> cb) {
+                                               std::shared_ptr<ContextCallback> cb,
+                                               size_t *delivered) {
   const bool set = option == wire::kOptSetMetaContext;
   std::vector<uint8_t> payload(wire::meta_context_payload_size(cfg_.export_name, queries));
   // Names are capped at 4096 bytes by the setters, so this always fits its field.
@@ -46,6 +47,7 @@ Task<Result<uint32_t>> Handshake::meta_context(uint32_t option, std::vector<std:
     if (m->name.size() > kMaxString)
       co_return protocol_error("meta context name in NBD_REP_META_CONTEXT reply is too long");
     ++last_.count;
+    if (delivered) ++*delivered;
     if (set) {
       if (found.size() >= kMaxMetaContexts) co_return protocol_error("too many meta contexts");
       debug(h_, "negotiated %.*s with context ID %u", int(m->name.size()), m->name.data(),
@@ -56,6 +58,22 @@ Task<Result<uint32_t>> Handshake::meta_context(uint32_t option, std::vector<std:
       deferred_.push_back([cb, name = std::string(m->name)] { (*cb)(name.c_str()); });
     }
   }
+}
+
+// A refusal is not fatal: GO / INFO go ahead.  When the server sent no context before
+// refusing, the answer is final and empty (can_meta_context says false rather than
+// failing), as libnbd treats it; after partial answers nothing is known.
+Task<Status> Handshake::automatic_set_meta() {
+  size_t delivered = 0;
+  Task<Result<uint32_t>> m =
+      meta_context(wire::kOptSetMetaContext, cfg_.meta_contexts, nullptr, &delivered);
+  Result<uint32_t> mr = co_await m;
+  if (!mr) co_return mr.take_error();
+  if (*mr != wire::kRepAck) {
+    debug(h_, "server refused to set meta contexts");
+    out_.meta_valid = delivered == 0;
+  }
+  co_return Status{};
 }
 
 }  // namespace duplexnbd::handshake

@@ -135,6 +135,21 @@ TEST_F(HandshakeHostile, OversizedExportNameInInfo) {
   expect_connect_failed(r, kProtocolErrnos);
 }
 
+// An export size beyond INT64_MAX: the connection is fine, but nbd_get_size cannot
+// return it and says so (EOVERFLOW) rather than reporting a clamped size.
+TEST_F(HandshakeHostile, ExportSizeBeyondInt64) {
+  ServerConfig cfg;
+  cfg.size = (uint64_t(1) << 63) + 4096;
+  make(cfg);
+  connect_ok([](FakeServer &s) {
+    if (!s.handshake()) return;
+    s.drain();
+  });
+  EXPECT_EQ(nbd_get_size(h_), -1);
+  EXPECT_ERRNO_IN(std::set<int>{EOVERFLOW}, nbd_get_errno());
+  EXPECT_EQ(nbd_aio_is_ready(h_), 1);
+}
+
 // NBD_REP_META_CONTEXT with a 5000-byte context name.
 TEST_F(HandshakeHostile, OversizedMetaContextName) {
   make();

@@ -601,6 +601,29 @@ TEST_F(HandshakeTest, MetaContextRefusalIsNotFatal) {
   cfg_.meta_contexts = {"base:allocation"};
   start();
   ASSERT_TRUE(finish());
+  // Refused before naming any context: the export has none for us, and that is known
+  // (can_meta_context answers false instead of failing), as with libnbd.
+  EXPECT_TRUE(neg_.meta_valid);
+  EXPECT_TRUE(neg_.meta_contexts.empty());
+}
+
+// A refusal after some contexts were named leaves nothing known: the partial list is
+// not an agreement.
+TEST_F(HandshakeTest, MetaContextRefusalAfterPartialAnswerLeavesContextsUnknown) {
+  serve([](FakeServer &s) {
+    s.greet(wire::kFlagFixedNewstyle | wire::kFlagNoZeroes);
+    s.client_flags();
+    s.expect(wire::kOptStructuredReply);
+    s.reply(wire::kOptStructuredReply, wire::kRepAck);
+    s.expect(wire::kOptSetMetaContext);
+    s.context(wire::kOptSetMetaContext, 5, "base:allocation");
+    s.reply(wire::kOptSetMetaContext, wire::kRepErrUnsup);
+    s.expect(wire::kOptGo);
+    s.go_ok();
+  });
+  cfg_.meta_contexts = {"base:allocation"};
+  start();
+  ASSERT_TRUE(finish());
   EXPECT_FALSE(neg_.meta_valid);
   EXPECT_TRUE(neg_.meta_contexts.empty());
 }
@@ -874,20 +897,44 @@ TEST_F(HandshakeTest, OptModeRejectsWhatCannotBeSent) {
   EXPECT_EQ(neg_.info.size, 10u);
 }
 
-TEST_F(HandshakeTest, OptModeListMetaNeedsStructuredReplies) {
+// Without structured replies the meta context options are still sent (they exist to
+// probe servers): the server's answer decides, and a refusal is reported as such.
+TEST_F(HandshakeTest, OptModeMetaContextsWithoutStructuredReplies) {
+  Calls list_calls, set_calls;
   serve([](FakeServer &s) {
     s.greet(wire::kFlagFixedNewstyle | wire::kFlagNoZeroes);
     s.client_flags();
     s.expect(wire::kOptStructuredReply);
     s.reply(wire::kOptStructuredReply, wire::kRepErrUnsup);
+    MetaRequest m = parse_meta(s.expect(wire::kOptListMetaContext));
+    EXPECT_EQ(m.queries, std::vector<std::string>{"base:allocation"});
+    s.context(wire::kOptListMetaContext, 0, "base:allocation");
+    s.reply(wire::kOptListMetaContext, wire::kRepAck);
+    s.expect(wire::kOptSetMetaContext);
+    s.reply(wire::kOptSetMetaContext, wire::kRepErrInvalid);
     s.drain();
   });
   cfg_.opt_mode = true;
+  cfg_.meta_contexts = {"base:allocation"};
   Handshake &hs = start();
   ASSERT_TRUE(drive());
-  Status s = hs.start_list_meta_context(std::nullopt, ContextCallback{}, CompletionCallback{});
-  ASSERT_FALSE(s);
-  EXPECT_EQ(s.error().message, "server lacks structured replies");
+  ASSERT_FALSE(neg_.structured_replies);
+
+  ASSERT_TRUE(hs.start_list_meta_context(std::nullopt, context_cb(list_calls),
+                                         completion_cb(list_calls)));
+  ASSERT_TRUE(drive());
+  EXPECT_FALSE(hs.last_result().refused);
+  EXPECT_EQ(hs.last_result().count, 1u);
+  EXPECT_EQ(list_calls.contexts, std::vector<std::string>{"base:allocation"});
+  EXPECT_EQ(list_calls.completions, std::vector<int>{0});
+
+  ASSERT_TRUE(hs.start_set_meta_context(std::nullopt, context_cb(set_calls),
+                                        completion_cb(set_calls)));
+  ASSERT_TRUE(drive());
+  EXPECT_TRUE(hs.last_result().refused);
+  EXPECT_EQ(set_calls.completions, std::vector<int>{ENOTSUP});
+  EXPECT_FALSE(neg_.meta_valid);
+  EXPECT_EQ(hs.phase(), Phase::Negotiating);
 }
 
 TEST_F(HandshakeTest, OptionInFlightCompletesWhenConnectionDies) {
