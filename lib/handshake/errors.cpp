@@ -24,29 +24,45 @@ int option_errno(uint32_t reply_type) {
   }
 }
 
-Error go_failure(uint32_t reply_type, std::string_view export_name) {
+Error go_failure(uint32_t reply_type, std::string_view export_name,
+                 std::string_view server_message) {
+  Error e;
   switch (reply_type) {
+    case wire::kRepErrUnsup:
+      e = Error{ENOTSUP, "the operation is not supported by the server"};
+      break;
     case wire::kRepErrPolicy:
+      e = Error{0, "server policy prevents the operation"};
+      break;
     case wire::kRepErrPlatform:
-      // libnbd reports this one without an errno; keep nbd_get_errno() identical.
-      return Error{0, "handshake: server policy prevents NBD_OPT_GO"};
+      e = Error{0, "the operation is not supported by the server platform"};
+      break;
     case wire::kRepErrInvalid:
+      e = Error{EINVAL, "the server rejected this operation as invalid"};
+      break;
     case wire::kRepErrTooBig:
-      return Error{EINVAL, "handshake: server rejected NBD_OPT_GO as invalid"};
+      e = Error{EINVAL, "the operation is too large to process"};
+      break;
     case wire::kRepErrTlsReqd:
-      return Error{ENOTSUP, "handshake: server requires TLS encryption first"};
+      e = Error{ENOTSUP, "the server requires TLS encryption first"};
+      break;
     case wire::kRepErrUnknown:
-      return Error{ENOENT,
-                   "handshake: server has no export named '" + std::string(export_name) + "'"};
-    case wire::kRepErrShutdown: return Error{ESHUTDOWN, "handshake: server is shutting down"};
+      e = Error{ENOENT, "the server has no export named '" + std::string(export_name) + "'"};
+      break;
+    case wire::kRepErrShutdown:
+      e = Error{ESHUTDOWN, "the server is shutting down"};
+      break;
     case wire::kRepErrBlockSizeReqd:
-      return Error{EINVAL, "handshake: server requires specific block sizes"};
+      e = Error{EINVAL, "the server requires specific block sizes"};
+      break;
     default: {
       char buf[64];
-      snprintf(buf, sizeof buf, "handshake: unknown reply from NBD_OPT_GO: 0x%x", reply_type);
-      return Error{0, buf};
+      snprintf(buf, sizeof buf, "handshake: unknown reply from the server: 0x%x", reply_type);
+      e = Error{0, buf};
     }
   }
+  if (!server_message.empty()) e.message += ": " + printable(server_message);
+  return e;
 }
 
 Error protocol_error(const char *fmt, ...) {
@@ -62,7 +78,13 @@ std::string printable(std::string_view text) {
   std::string out;
   for (char c : text) {
     unsigned char u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f) ? '?' : c;
+    if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      char esc[5];
+      snprintf(esc, sizeof esc, "\\x%02x", u);
+      out += esc;
+    }
   }
   return out;
 }

@@ -10,16 +10,20 @@
 namespace duplexnbd::handshake {
 
 // The errno an option refused with NBD_REP_ERR_* completes with (what an opt-mode
-// completion callback and the blocking nbd_opt_go / nbd_opt_info report).
+// completion callback reports).
 int option_errno(uint32_t reply_type);
 
-// Why the automatic NBD_OPT_GO of a normal connect failed, worded as libnbd does.
-Error go_failure(uint32_t reply_type, std::string_view export_name);
+// A refusal of NBD_OPT_GO or NBD_OPT_INFO, worded and numbered as libnbd 1.22 reports it
+// (the errno is 0 for a policy or platform refusal), followed by what the server said,
+// if anything, with its unprintable bytes escaped.
+Error go_failure(uint32_t reply_type, std::string_view export_name,
+                 std::string_view server_message = {});
 
 // A server that broke the protocol: EPROTO with a "handshake: " message.
 Error protocol_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-// What a server said in an error reply, made printable for a debug line.
+// What a server said in an error reply, made printable: bytes outside printable ASCII
+// become \xNN.
 std::string printable(std::string_view text);
 
 }  // namespace duplexnbd::handshake

@@ -39,9 +39,10 @@ Task<Result<Handshake::Reply>> Handshake::recv_reply(uint32_t option) {
     recv_buf_ = {};
   }
   ++chunks_received_;
+  server_message_.clear();
   if (r.header.is_error() && !r.payload.empty()) {
-    std::string_view msg(reinterpret_cast<const char *>(r.payload.data()), r.payload.size());
-    debug(h_, "handshake: server error message: %s", printable(msg).c_str());
+    server_message_.assign(reinterpret_cast<const char *>(r.payload.data()), r.payload.size());
+    debug(h_, "handshake: server error message: %s", printable(server_message_).c_str());
   }
   co_return r;
 }

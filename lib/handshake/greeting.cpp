@@ -130,7 +130,7 @@ Task<Status> Handshake::automatic() {
     outcome_ = Phase::Done;
     co_return Status{};
   }
-  Error e = go_failure(*rt, cfg_.export_name);
+  Error e = go_failure(*rt, cfg_.export_name, server_message_);
   // Tell the server we are leaving, as libnbd does, but report the refusal whatever
   // happens to that last message.
   Task<Status> a = abort();
@@ -194,7 +194,7 @@ Task<Status> Handshake::option_loop() {
             meta_context(set ? wire::kOptSetMetaContext : wire::kOptListMetaContext,
                          std::move(queries), current_.context);
         rt = co_await t;
-        what = set ? "set meta context" : "list meta context";
+        what = "meta context";
         break;
       }
       case Kind::StructuredReply: {
@@ -236,6 +236,14 @@ Task<Status> Handshake::option_loop() {
     if (current_.kind == Kind::Info || current_.kind == Kind::Go) {
       out_.meta_valid = false;
       out_.meta_contexts.clear();
+    }
+    if (current_.kind == Kind::Info || current_.kind == Kind::Go) {
+      // Worded as libnbd 1.22 words the refusal; the completion callback is told ENOTSUP
+      // where that carries no errno (a policy refusal).
+      Error e = go_failure(*rt, cfg_.export_name, server_message_);
+      const int err = e.errnum ? e.errnum : ENOTSUP;
+      finish_option(err, std::move(e), true);
+      continue;
     }
     const int err = errno_from_reply ? option_errno(*rt) : ENOTSUP;
     finish_option(err, Error{err, std::string("server replied with error to ") + what + " request"},

@@ -215,6 +215,7 @@ private:
   size_t send_pos_ = 0;
   bool send_best_effort_ = false;
   std::vector<uint8_t> recv_buf_;
+  std::string server_message_;  // what the last error reply said, if anything
   size_t recv_have_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0, chunks_sent_ = 0, chunks_received_ = 0;
 
