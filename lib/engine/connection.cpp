@@ -94,9 +94,7 @@ Status Connection::start_handshake() {
   {
     std::lock_guard lock(h_.settings_mutex);
     cfg = handshake::config_from(h_.settings);
-    std::optional<std::string> host;
-    if (uri_info.transport == uri::Transport::Tcp) host = uri_info.host;
-    tls_cfg = tls::TlsConfig::from_settings(h_.settings, host);
+    tls_cfg = tls::TlsConfig::from_settings(h_.settings);
   }
   if (tls::tls_compiled_in()) {
     // STARTTLS accepted: the TLS session replaces the plain socket for everything after,

@@ -156,9 +156,9 @@ Status GnutlsSession::init(const TlsConfig &config) {
     return make_error(ENOMEM, std::string("gnutls_init: ") + gnutls_strerror(err));
   }
 
-  if (config.hostname && !is_ip_literal(*config.hostname)) {
-    err = gnutls_server_name_set(session_, GNUTLS_NAME_DNS, config.hostname->data(),
-                                 config.hostname->size());
+  if (config.sni_hostname && !is_ip_literal(*config.sni_hostname)) {
+    err = gnutls_server_name_set(session_, GNUTLS_NAME_DNS, config.sni_hostname->data(),
+                                 config.sni_hostname->size());
     if (err < 0)
       return gnutls_error("gnutls_server_name_set", err);
   }
