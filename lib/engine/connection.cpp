@@ -108,7 +108,11 @@ Status Connection::start_handshake() {
     };
     cfg.tls_handshake_step = [this]() -> Result<handshake::Want> {
       auto r = tls_session_->handshake_step();
-      if (!r) return r.take_error();
+      if (!r) {
+        if (std::string why = tls_session_->verification_failure(); !why.empty())
+          debug(h_, "server certificate rejected: %s", why.c_str());
+        return r.take_error();
+      }
       switch (*r) {
         case tls::HandshakeProgress::WantRead: return handshake::Want::Read;
         case tls::HandshakeProgress::WantWrite: return handshake::Want::Write;
