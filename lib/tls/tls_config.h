@@ -29,7 +29,7 @@ struct TlsConfig {
   // must lead to a trusted CA (the directory's ca-cert.pem, else the system store)
   // and every certificate in it must be valid now, always; and the certificate must
   // name `hostname` when there is one.  Without a hostname (a Unix socket, a command,
-  // socket activation, an fd) the chain is still checked, as libnbd >= 1.20 does
+  // socket activation, an fd) the chain is still checked, as libnbd 1.22 does
   // (1.14 checked nothing then: CVE-2024-7383).  false is the only way to skip it.
   bool verify_peer = true;
 
