@@ -97,6 +97,10 @@ int aio_connect_unix(Handle &h, const char *unixsocket) {
 }
 
 int aio_connect_tcp(Handle &h, const char *hostname, const char *port) {
+  {
+    std::lock_guard lock(h.settings_mutex);
+    h.settings.tcp_hostname = hostname;
+  }
   uri::UriInfo info = base_uri_info(h);
   info.transport = uri::Transport::Tcp;
   info.host = hostname;

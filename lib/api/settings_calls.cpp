@@ -193,8 +193,12 @@ int set_tls_hostname(Handle &h, const char *hostname) {
 }
 
 char *get_tls_hostname(Handle &h) {
-  // Unset is not an error: it reads as "", and the connect call's host is used.
-  return malloc_copy(with_settings(h, [](Settings &s) { return s.tls_hostname.value_or(""); }));
+  // The name in effect: the one set, else the host given to nbd_connect_tcp, else ""
+  // (not an error).
+  return malloc_copy(with_settings(h, [](Settings &s) {
+    if (s.tls_hostname) return *s.tls_hostname;
+    return s.tcp_hostname.value_or("");
+  }));
 }
 
 int set_tls_psk_file(Handle &h, const char *filename) {

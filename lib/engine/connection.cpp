@@ -105,9 +105,7 @@ Status Connection::start_handshake_locked() {
   {
     std::lock_guard lock(h_.settings_mutex);
     cfg = handshake::config_from(h_.settings);
-    std::optional<std::string> host;
-    if (uri_info.transport == uri::Transport::Tcp) host = uri_info.host;
-    tls_cfg = tls::TlsConfig::from_settings(h_.settings, host);
+    tls_cfg = tls::TlsConfig::from_settings(h_.settings);
   }
   if (tls::tls_compiled_in()) {
     // STARTTLS accepted: the TLS session replaces the plain socket for everything after,
@@ -123,7 +121,11 @@ Status Connection::start_handshake_locked() {
     };
     cfg.tls_handshake_step = [this]() -> Result<handshake::Want> {
       auto r = tls_session_->handshake_step();
-      if (!r) return r.take_error();
+      if (!r) {
+        if (std::string why = tls_session_->verification_failure(); !why.empty())
+          debug(h_, "server certificate rejected: %s", why.c_str());
+        return r.take_error();
+      }
       switch (*r) {
         case tls::HandshakeProgress::WantRead: return handshake::Want::Read;
         case tls::HandshakeProgress::WantWrite: return handshake::Want::Write;

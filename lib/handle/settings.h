@@ -25,6 +25,10 @@ struct Settings {
   std::optional<std::string> tls_username;
   std::optional<std::string> tls_psk_file;
   std::optional<std::string> tls_hostname;
+  // Not set by the caller: the host of the last nbd_connect_tcp (or TCP nbd[s]:// URI),
+  // kept on the handle as libnbd keeps it.  TLS checks the server's certificate
+  // against it unless tls_hostname is set, and nbd_get_tls_hostname reports it then.
+  std::optional<std::string> tcp_hostname;
 
   bool request_structured_replies = true;
   bool request_meta_context = true;

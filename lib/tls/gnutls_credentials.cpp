@@ -108,11 +108,14 @@ Status set_up_certificates(gnutls_session_t session, const TlsConfig &config,
       return gnutls_error("gnutls_certificate_set_x509_system_trust", err);
   }
 
-  // Verification is armed for the system store too: trusting whatever certificate a
-  // server presents merely because no CA directory exists would allow a
-  // man-in-the-middle (libnbd fixed exactly that, CVE-2024-7383).
-  if (config.verify_peer && config.hostname)
-    gnutls_session_set_verify_cert(session, config.hostname->c_str(), 0);
+  // GnuTLS then checks the server's certificate inside the handshake, before our
+  // Finished message, so a failure leaves nothing sent but the ClientHello.  Armed
+  // for the system store as for a directory, and with no hostname too (chain only):
+  // trusting whatever a server presents because no CA directory or no name was
+  // given is the man-in-the-middle of CVE-2024-7383.
+  if (config.verify_peer)
+    gnutls_session_set_verify_cert(session, config.hostname ? config.hostname->c_str() : nullptr,
+                                   0);
 
   err = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, creds.cert);
   if (err < 0)

@@ -68,6 +68,7 @@ public:
   Result<HandshakeProgress> handshake_step() override;
   bool handshake_done() const override { return handshake_done_.load(std::memory_order_acquire); }
   std::string description() const override;
+  std::string verification_failure() const override { return verification_failure_; }
   Error send_error() const override { return send_error_; }
   Error recv_error() const override { return recv_error_; }
 
@@ -113,6 +114,10 @@ private:
   // that hangs up without close_notify (qemu-nbd does) is just end of stream.
   std::atomic<bool> writes_shut_{false};
 
+  // Written when handshake_step() fails on the server's certificate and read after
+  // that, by the thread driving the handshake (no other side exists before Done).
+  std::string verification_failure_;
+
   // ---- Under session_mutex_.
   bool gnutls_finished_ = false;  // gnutls_handshake returned 0
   bool push_more_ = false;        // MSG_MORE hint for the next push
@@ -156,9 +161,9 @@ Status GnutlsSession::init(const TlsConfig &config) {
     return make_error(ENOMEM, std::string("gnutls_init: ") + gnutls_strerror(err));
   }
 
-  if (config.hostname && !is_ip_literal(*config.hostname)) {
-    err = gnutls_server_name_set(session_, GNUTLS_NAME_DNS, config.hostname->data(),
-                                 config.hostname->size());
+  if (config.sni_hostname && !is_ip_literal(*config.sni_hostname)) {
+    err = gnutls_server_name_set(session_, GNUTLS_NAME_DNS, config.sni_hostname->data(),
+                                 config.sni_hostname->size());
     if (err < 0)
       return gnutls_error("gnutls_server_name_set", err);
   }
@@ -257,7 +262,19 @@ Error GnutlsSession::handshake_failure(int err) {
                     std::to_string(static_cast<int>(gnutls_handshake_get_last_out(session_))) +
                     ")";
   // Nothing is appended, not even the reason for a certificate verification failure:
-  // programs show this message as it is, and it must read exactly as libnbd's.
+  // programs show this message as it is, and it must read exactly as libnbd's.  The
+  // reason is kept for verification_failure() instead.
+  if (err == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+    const unsigned status = gnutls_session_get_verify_cert_status(session_);
+    gnutls_datum_t text = {nullptr, 0};
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0 &&
+        text.data != nullptr) {
+      verification_failure_.assign(reinterpret_cast<const char *>(text.data), text.size);
+      gnutls_free(text.data);
+      while (!verification_failure_.empty() && verification_failure_.back() == ' ')
+        verification_failure_.pop_back();
+    }
+  }
   return make_error(0, std::move(msg));
 }
 

@@ -12,17 +12,17 @@
 
 namespace duplexnbd::tls {
 
-TlsConfig TlsConfig::from_settings(const Settings &settings,
-                                   std::optional<std::string> connect_hostname) {
+TlsConfig TlsConfig::from_settings(const Settings &settings) {
   TlsConfig c;
   c.certificates_dir = settings.tls_certificates;
   c.verify_peer = settings.tls_verify_peer;
   c.username = settings.tls_username;
   c.psk_file = settings.tls_psk_file;
-  if (settings.tls_hostname && !settings.tls_hostname->empty())
-    c.hostname = settings.tls_hostname;
-  else if (connect_hostname && !connect_hostname->empty())
-    c.hostname = std::move(connect_hostname);
+  // A name set to "" is still the name to check (libnbd passes it on as it is, and no
+  // certificate matches it), not a request to fall back to the connection's host.
+  c.hostname = settings.tls_hostname ? settings.tls_hostname : settings.tcp_hostname;
+  if (settings.tcp_hostname && !settings.tcp_hostname->empty())
+    c.sni_hostname = settings.tcp_hostname;
   return c;
 }
 

@@ -24,10 +24,13 @@ struct TlsConfig {
   // system store, not to the default directories, as libnbd does.)
   std::optional<std::string> certificates_dir;
 
-  // nbd_set_tls_verify_peer (default true).  Verification (chain and hostname, against
-  // the CA of the directory or the system store) happens only when it is set AND a
-  // hostname is known: libnbd documents it as "true when connecting to TCP servers,
-  // false otherwise", so a Unix socket without nbd_set_tls_hostname is not verified.
+  // nbd_set_tls_verify_peer (default true).  With certificates (not PSK) it arms
+  // GnuTLS's own check of the server's certificate during the handshake: the chain
+  // must lead to a trusted CA (the directory's ca-cert.pem, else the system store)
+  // and every certificate in it must be valid now, always; and the certificate must
+  // name `hostname` when there is one.  Without a hostname (a Unix socket, a command,
+  // socket activation, an fd) the chain is still checked, as libnbd 1.22 does
+  // (1.14 checked nothing then: CVE-2024-7383).  false is the only way to skip it.
   bool verify_peer = true;
 
   // nbd_set_tls_username; when unset, default_tls_username() is used for PSK.
@@ -36,15 +39,20 @@ struct TlsConfig {
   // nbd_set_tls_psk_file.  When set, PSK is used instead of certificates.
   std::optional<std::string> psk_file;
 
-  // The name the server's certificate must match (and the SNI sent): the
-  // nbd_set_tls_hostname setting, else the hostname given to connect, else none.
+  // The name the server's certificate must match: the nbd_set_tls_hostname setting,
+  // else the host given to connect, else none (chain checked, no name).
   std::optional<std::string> hostname;
 
-  // Builds the configuration of one connection.  `connect_hostname` is the host of
-  // nbd_connect_tcp / an nbds:// URI; leave it empty for Unix sockets, sockets handed
-  // over by the caller, subprocesses and socket activation.
-  static TlsConfig from_settings(const Settings &settings,
-                                 std::optional<std::string> connect_hostname);
+  // The name sent as SNI: only the host given to connect, never nbd_set_tls_hostname
+  // (as libnbd does; that setting names the certificate's owner, possibly a server
+  // behind a proxy, not the host the connection reaches).  IP literals are not sent.
+  std::optional<std::string> sni_hostname;
+
+  // Builds the configuration of one connection.  The host connected to is
+  // settings.tcp_hostname, set only by nbd_connect_tcp / a TCP nbd[s]:// URI: Unix
+  // sockets, sockets or addresses handed over by the caller, subprocesses and socket
+  // activation have none, as in libnbd.
+  static TlsConfig from_settings(const Settings &settings);
 };
 
 // The PSK username used when none was set, and what nbd_get_tls_username reports:

@@ -65,6 +65,12 @@ public:
   // Human-readable protocol/cipher summary for debug messages (empty before Done).
   virtual std::string description() const = 0;
 
+  // After handshake_step() failed because the server's certificate was rejected:
+  // GnuTLS's account of why (untrusted issuer, name mismatch, expired...), for a
+  // debug message, since the error itself reads exactly as libnbd's and says only
+  // "Error in the certificate verification."  Empty otherwise.
+  virtual std::string verification_failure() const = 0;
+
   // The last TLS-level failure of each side (errnum 0 when none, or for TLS errors
   // whose only description is GnuTLS's text).
   virtual Error send_error() const = 0;

@@ -95,22 +95,39 @@ inline bool run(const std::vector<std::string> &argv, const std::string &log) {
 }
 
 // Certificates in the layout nbdkit (server-*) and libnbd (ca-cert.pem, client-*) read:
-//   <root>/good:    CA, server certificate for "localhost"/127.0.0.1, client certificate
-//   <root>/wrongca: a different CA only, plus the good client certificate
-//   <root>/caonly:  the good CA and nothing else
+//   <root>/good:       CA, server certificate for "localhost"/127.0.0.1, client certificate
+//   <root>/wrongca:    a different CA only, plus the good client certificate
+//   <root>/caonly:     the good CA and nothing else
+//   <root>/othername:  server directory: a certificate from the good CA for
+//                      "nbd.example.invalid" only (no localhost, no IP address)
+//   <root>/expired:    server directory: a certificate from the good CA for localhost and
+//                      127.0.0.1 that expired in 2020
+//   <root>/selfsigned: server directory: a self-signed certificate for localhost and
+//                      127.0.0.1 (its ca-cert.pem is that certificate)
 // and PSK files <root>/keys.psk (alice) and <root>/wrong.psk (alice, another key).
 class Pki {
 public:
+  // The host name the "othername" certificate names.
+  static constexpr const char *kOtherName = "nbd.example.invalid";
+
   Pki() {
     if (!dir_.ok()) {
       error_ = "mkdtemp failed";
       return;
     }
     log_ = dir_ / "certtool.log";
-    for (const char *d : {"good", "wrongca", "caonly", "other"})
+    for (const char *d :
+         {"good", "wrongca", "caonly", "other", "othername", "expired", "selfsigned"})
       std::filesystem::create_directory(dir_ / d);
+    const std::string localhost = "cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n";
     if (!make_ca("good") || !make_ca("other") || !make_leaf("good", "server") ||
-        !make_leaf("good", "client")) {
+        !make_leaf("good", "client") ||
+        !make_server("othername", "good", std::string("cn = ") + kOtherName + "\ndns_name = " +
+                                              kOtherName + "\n") ||
+        !make_server("expired", "good",
+                     localhost + "activation_date = \"2019-01-01 00:00:00 UTC\"\n"
+                                 "expiration_date = \"2020-01-01 00:00:00 UTC\"\n") ||
+        !make_server("selfsigned", "", localhost + "expiration_days = 30\n")) {
       error_ = "certtool failed: " + read_file(log_);
       return;
     }
@@ -154,6 +171,34 @@ private:
                 "--load-privkey", key, "--template", tmpl, "--outfile",
                 dir_ / (d + "/" + role + "-cert.pem")},
                log_);
+  }
+
+  // A server directory `d` for nbdkit: server-key.pem, server-cert.pem with `names`
+  // (template lines: cn, dns_name, ip_address, dates) issued by the CA of directory
+  // `ca`, or self-signed when `ca` is empty; its ca-cert.pem is that CA (or the
+  // certificate itself).
+  bool make_server(const std::string &d, const std::string &ca, const std::string &names) {
+    std::string key = dir_ / (d + "/server-key.pem"), tmpl = dir_ / (d + "/server.info");
+    std::string cert = dir_ / (d + "/server-cert.pem");
+    write_file(tmpl, "organization = duplexnbd tests\nencryption_key\nsigning_key\ntls_www_server\n" +
+                         names);
+    if (!run({"certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key}, log_))
+      return false;
+    if (ca.empty()) {
+      if (!run({"certtool", "--generate-self-signed", "--load-privkey", key, "--template", tmpl,
+                "--outfile", cert},
+               log_))
+        return false;
+      std::filesystem::copy_file(cert, dir_ / (d + "/ca-cert.pem"));
+      return true;
+    }
+    if (!run({"certtool", "--generate-certificate", "--load-ca-certificate",
+              dir_ / (ca + "/ca-cert.pem"), "--load-ca-privkey", dir_ / (ca + "/ca-key.pem"),
+              "--load-privkey", key, "--template", tmpl, "--outfile", cert},
+             log_))
+      return false;
+    std::filesystem::copy_file(dir_ / (ca + "/ca-cert.pem"), dir_ / (d + "/ca-cert.pem"));
+    return true;
   }
 
   TempDir dir_;

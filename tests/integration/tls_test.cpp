@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-// TLS through the public API: nbdkit and qemu-nbd with certificates and PSK, and every refusal.
+// TLS through the public API: nbdkit and qemu-nbd, certificates and PSK, certificate checks, refusals.
 #include <libnbd.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/nbd_helpers.h"
@@ -113,45 +119,6 @@ TEST_F(TlsTest, QemuNbdX509) {
   expect_data_round_trip();
 }
 
-// Over a Unix socket there is no host name to verify against, and libnbd then accepts
-// any certificate; naming the host (nbd_set_tls_hostname) or connecting over TCP turns
-// verification on, and a certificate from another CA is refused.
-TEST_F(TlsTest, WrongCaIsRefusedOnceTheHostIsNamed) {
-  NbdkitServer srv;
-  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
-  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
-  NBD_ASSERT_OK(nbd_set_tls_certificates(h_.get(), path("wrongca").c_str()));
-  NBD_ASSERT_OK(nbd_set_tls_hostname(h_.get(), "localhost"));
-  expect_refused(nbd_connect_unix(h_.get(), srv.socket_path().c_str()), "certificate");
-}
-
-TEST_F(TlsTest, WrongCaIsRefusedOverTcp) {
-  NbdkitServer srv;
-  START_OR_SKIP(srv.start_tcp({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
-  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
-  NBD_ASSERT_OK(nbd_set_tls_certificates(h_.get(), path("wrongca").c_str()));
-  expect_refused(nbd_connect_tcp(h_.get(), "127.0.0.1", std::to_string(srv.port()).c_str()),
-                 "certificate");
-}
-
-TEST_F(TlsTest, RightCaOverTcpIsVerified) {
-  NbdkitServer srv;
-  START_OR_SKIP(srv.start_tcp({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
-  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
-  NBD_ASSERT_OK(nbd_set_tls_certificates(h_.get(), path("good").c_str()));
-  NBD_ASSERT_OK(nbd_connect_tcp(h_.get(), "127.0.0.1", std::to_string(srv.port()).c_str()));
-  expect_data_round_trip();
-}
-
-TEST_F(TlsTest, WrongHostnameIsRefused) {
-  NbdkitServer srv;
-  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
-  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
-  NBD_ASSERT_OK(nbd_set_tls_certificates(h_.get(), path("good").c_str()));
-  NBD_ASSERT_OK(nbd_set_tls_hostname(h_.get(), "not-the-server.example"));
-  expect_refused(nbd_connect_unix(h_.get(), srv.socket_path().c_str()), "certificate");
-}
-
 TEST_F(TlsTest, WrongPskIsRefused) {
   NbdkitServer srv;
   START_OR_SKIP(srv.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "1M"}));
@@ -188,6 +155,290 @@ TEST_F(TlsTest, UriTlsRefusedWhenNotAllowed) {
   EXPECT_EQ(nbd_connect_uri(h_.get(), uri.c_str()), -1);
   EXPECT_NE(nbd_get_error(), nullptr);
   EXPECT_TRUE(nbd_aio_is_created(h_.get()));
+}
+
+// ---- Verification of the server's certificate, as libnbd 1.22 does it (CVE-2024-7383).
+//
+// Each case starts nbdkit -v with one of the Pki's server directories and connects a
+// fresh handle.  A refused case is also tried with nbd_set_tls_verify_peer(false),
+// which must connect: that is the only way to skip the check, and it proves the
+// refusal came from verification rather than from a broken setup.
+
+// What the client trusts and how it reaches the server.
+struct ClientSide {
+  std::optional<std::string> certificates = {};  // Pki directory; none: defaults, system store
+  std::optional<std::string> tls_hostname = {};  // nbd_set_tls_hostname
+  std::optional<std::string> tcp_host = {};      // nbd_connect_tcp to it; none: nbd_connect_unix
+};
+
+struct DebugLines {
+  std::mutex lock;
+  std::vector<std::string> lines;
+  std::string joined() {
+    std::lock_guard g(lock);
+    std::string all;
+    for (const auto &l : lines) all += l + "\n";
+    return all;
+  }
+};
+
+class TlsVerifyTest : public TlsTest {
+protected:
+  // nbdkit -v serving the Pki directory `dir` on a Unix socket, or on 127.0.0.1 over TCP.
+  StartStatus start_server(NbdkitServer &srv, const std::string &dir, bool tcp) {
+    std::vector<std::string> args = {"-v", "--tls=require", "--tls-certificates=" + path(dir),
+                                     "memory", "1M"};
+    return tcp ? srv.start_tcp(args) : srv.start(args);
+  }
+
+  // One connection attempt on a new handle (left in `h`); `log_start` is where the
+  // server's log stood before it.
+  int attempt(NbdkitServer &srv, const ClientSide &c, bool verify_peer, Handle &h,
+              DebugLines &debug, size_t &log_start) {
+    log_start = duplexnbd::tls_testing::read_file(srv.process().log_path()).size();
+    h = make_handle();
+    if (!h) return -2;
+    nbd_handle *p = h.get();
+    nbd_set_debug_callback(p, {[](void *ud, const char *, const char *msg) {
+                                 auto *d = static_cast<DebugLines *>(ud);
+                                 std::lock_guard g(d->lock);
+                                 d->lines.emplace_back(msg);
+                                 return 0;
+                               },
+                               &debug, nullptr});
+    nbd_set_debug(p, true);
+    nbd_set_tls(p, LIBNBD_TLS_REQUIRE);
+    if (c.certificates) nbd_set_tls_certificates(p, path(*c.certificates).c_str());
+    if (c.tls_hostname) nbd_set_tls_hostname(p, c.tls_hostname->c_str());
+    nbd_set_tls_verify_peer(p, verify_peer);
+    const std::string port = std::to_string(srv.port());
+    int rc = c.tcp_host ? nbd_connect_tcp(p, c.tcp_host->c_str(), port.c_str())
+                        : nbd_connect_unix(p, srv.socket_path().c_str());
+    if (rc != -1) {
+      std::vector<uint8_t> buf(4096);
+      EXPECT_NE(nbd_pread(p, buf.data(), buf.size(), 0, 0), -1) << last_error();
+      EXPECT_NE(nbd_shutdown(p, 0), -1) << last_error();
+    }
+    return rc;
+  }
+
+  // The server's log from `log_start` on, once it shows `mark` (nbdkit writes it from
+  // its own threads), or after 5 s without it.
+  static std::string server_log_after(NbdkitServer &srv, size_t log_start, const char *mark) {
+    std::string log;
+    for (int i = 0; i < 500; ++i) {
+      log = duplexnbd::tls_testing::read_file(srv.process().log_path()).substr(log_start);
+      if (log.find(mark) != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return log;
+  }
+
+  // What the server saw after it accepted STARTTLS.
+  static std::string after_starttls(const std::string &server_log) {
+    size_t at = server_log.find("starting TLS handshake");
+    return at == std::string::npos ? std::string() : server_log.substr(at);
+  }
+
+  // Refused with verification on, with GnuTLS's reason `why` in the debug log, and
+  // nothing but the TLS handshake sent after STARTTLS; accepted with it off.
+  void expect_refused_unless_unverified(NbdkitServer &srv, const ClientSide &c, const char *why) {
+    // The handle goes first: nbd_close still reports to the debug callback.
+    DebugLines debug, debug2;
+    size_t log_start;
+    Handle h;
+    int rc = attempt(srv, c, true, h, debug, log_start);
+    EXPECT_EQ(rc, -1) << "connected despite a certificate that must be refused";
+    if (rc == -1) {
+      // libnbd's wording and errno (0: a GnuTLS failure carries none).
+      EXPECT_EQ(nbd_get_errno(), 0);
+      ASSERT_NE(nbd_get_error(), nullptr);
+      std::string err = nbd_get_error();
+      EXPECT_NE(err.find("gnutls_handshake: Error in the certificate verification."),
+                std::string::npos)
+          << err;
+      EXPECT_TRUE(nbd_aio_is_dead(h.get()));
+      EXPECT_NE(nbd_get_tls_negotiated(h.get()), 1);  // -1: not allowed on a dead handle
+      std::vector<uint8_t> buf(512);
+      EXPECT_EQ(nbd_pread(h.get(), buf.data(), buf.size(), 0, 0), -1);
+      EXPECT_NE(debug.joined().find(why), std::string::npos) << debug.joined();
+      // The server got STARTTLS and then never saw the handshake complete, let alone
+      // an option: the client gave up before sending its Finished message.  (nbdkit
+      // reports the failure when the socket goes, which is at nbd_close here.)
+      h.reset();
+      std::string server_log = server_log_after(srv, log_start, "error: gnutls_handshake");
+      std::string tls_part = after_starttls(server_log);
+      EXPECT_FALSE(tls_part.empty()) << server_log;
+      EXPECT_EQ(tls_part.find("TLS handshake completed"), std::string::npos) << tls_part;
+      EXPECT_EQ(tls_part.find("NBD_OPT"), std::string::npos) << tls_part;
+      EXPECT_EQ(tls_part.find("replying to"), std::string::npos) << tls_part;
+      // nbdkit ends its handshake error with "(<last in>/<last out>)": 1 is the
+      // ClientHello, the only handshake message that reached it.
+      EXPECT_NE(tls_part.find("(1/"), std::string::npos) << tls_part;
+    }
+
+    rc = attempt(srv, c, false, h, debug2, log_start);
+    EXPECT_NE(rc, -1) << "nbd_set_tls_verify_peer(false) must connect: " << last_error();
+    if (rc != -1) {
+      EXPECT_EQ(nbd_get_tls_negotiated(h.get()), 1);
+      // The same log check sees options when they are sent.
+      std::string server_log = server_log_after(srv, log_start, "NBD_OPT_GO");
+      std::string tls_part = after_starttls(server_log);
+      EXPECT_NE(tls_part.find("TLS handshake completed"), std::string::npos) << server_log;
+      EXPECT_NE(tls_part.find("NBD_OPT_GO"), std::string::npos) << server_log;
+    }
+  }
+
+  void expect_accepted(NbdkitServer &srv, const ClientSide &c) {
+    DebugLines debug;
+    size_t log_start;
+    Handle h;
+    int rc = attempt(srv, c, true, h, debug, log_start);
+    EXPECT_NE(rc, -1) << last_error() << "\n" << debug.joined();
+    if (rc != -1) {
+      EXPECT_EQ(nbd_get_tls_negotiated(h.get()), 1);
+    }
+  }
+
+  // True when a default certificate directory holds a CA: the "no directory" cases
+  // then do not test what they claim.
+  static bool default_ca_present() {
+    auto has = [](const std::string &d) { return access((d + "/ca-cert.pem").c_str(), R_OK) == 0; };
+    if (geteuid() == 0) return has("/etc/pki/libnbd");
+    const char *home = getenv("HOME");
+    return home && (has(std::string(home) + "/.pki/libnbd") ||
+                    has(std::string(home) + "/.config/pki/libnbd"));
+  }
+};
+
+TEST_F(TlsVerifyTest, GoodCaInTheDirectoryConnects) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", false));
+  expect_accepted(srv, {.certificates = "good"});
+  expect_accepted(srv, {.certificates = "caonly"});
+}
+
+// libnbd 1.22's interop-nbdkit-tls-certs-bad-CA: no directory, so the system's CAs,
+// which do not know the test CA; no host name either (a Unix socket).
+TEST_F(TlsVerifyTest, NoDirectoryAndACaTheSystemDoesNotTrustIsRefused) {
+  if (default_ca_present()) GTEST_SKIP() << "a default libnbd certificate directory exists here";
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", false));
+  expect_refused_unless_unverified(srv, {}, "The certificate issuer is unknown");
+  // A directory without ca-cert.pem means the system store too.
+  expect_refused_unless_unverified(srv, {.certificates = "no-such-directory"},
+                                   "The certificate issuer is unknown");
+}
+
+// Over a Unix socket there is no host name, but the chain is still checked.
+TEST_F(TlsVerifyTest, WrongCaOverAUnixSocketIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", false));
+  expect_refused_unless_unverified(srv, {.certificates = "wrongca"},
+                                   "The certificate issuer is unknown");
+}
+
+TEST_F(TlsVerifyTest, WrongCaOverTcpIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", true));
+  expect_refused_unless_unverified(srv, {.certificates = "wrongca", .tcp_host = "localhost"},
+                                   "The certificate issuer is unknown");
+}
+
+TEST_F(TlsVerifyTest, WrongTlsHostnameIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", false));
+  expect_refused_unless_unverified(
+      srv, {.certificates = "good", .tls_hostname = "not-the-server.example"},
+      "The name in the certificate does not match");
+  // Set to "": checked as it is, and no certificate names "".
+  expect_refused_unless_unverified(srv, {.certificates = "good", .tls_hostname = ""},
+                                   "The name in the certificate does not match");
+}
+
+// The certificate names nbd.example.invalid only; the client connects to "localhost".
+TEST_F(TlsVerifyTest, TcpHostNotInTheCertificateIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "othername", true));
+  expect_refused_unless_unverified(srv, {.certificates = "good", .tcp_host = "localhost"},
+                                   "The name in the certificate does not match");
+  expect_refused_unless_unverified(srv, {.certificates = "good", .tcp_host = "127.0.0.1"},
+                                   "The name in the certificate does not match");
+}
+
+TEST_F(TlsVerifyTest, RightHostNameConnects) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", true));
+  expect_accepted(srv, {.certificates = "good", .tcp_host = "localhost"});
+  expect_accepted(srv, {.certificates = "good", .tcp_host = "127.0.0.1"});  // IP address entry
+
+  NbdkitServer unix_srv;
+  START_OR_SKIP(start_server(unix_srv, "good", false));
+  expect_accepted(unix_srv, {.certificates = "good", .tls_hostname = "localhost"});
+
+  // nbd_set_tls_hostname names the certificate's owner in place of the host connected
+  // to (a proxy's case).
+  NbdkitServer other;
+  START_OR_SKIP(start_server(other, "othername", true));
+  expect_accepted(other, {.certificates = "good", .tls_hostname = Pki::kOtherName,
+                          .tcp_host = "localhost"});
+}
+
+TEST_F(TlsVerifyTest, TlsHostnameInEffectIsTheTcpHostUnlessSet) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "good", true));
+  nbd_handle *h = h_.get();
+  auto tls_hostname = [h] {
+    char *s = nbd_get_tls_hostname(h);
+    std::string r = s ? s : "(null)";
+    free(s);
+    return r;
+  };
+  EXPECT_EQ(tls_hostname(), "");
+  NBD_ASSERT_OK(nbd_set_tls(h, LIBNBD_TLS_REQUIRE));
+  NBD_ASSERT_OK(nbd_set_tls_certificates(h, path("good").c_str()));
+  NBD_ASSERT_OK(nbd_connect_tcp(h, "localhost", std::to_string(srv.port()).c_str()));
+  EXPECT_EQ(tls_hostname(), "localhost");
+  NBD_EXPECT_OK(nbd_shutdown(h, 0));
+
+  Handle set = make_handle();
+  NBD_ASSERT_OK(nbd_set_tls_hostname(set.get(), "set.example"));
+  char *name = nbd_get_tls_hostname(set.get());
+  EXPECT_STREQ(name, "set.example");
+  free(name);
+}
+
+TEST_F(TlsVerifyTest, ExpiredCertificateIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "expired", false));
+  expect_refused_unless_unverified(srv, {.certificates = "good"}, "expired");
+  NbdkitServer tcp;
+  START_OR_SKIP(start_server(tcp, "expired", true));
+  expect_refused_unless_unverified(tcp, {.certificates = "good", .tcp_host = "localhost"},
+                                   "expired");
+}
+
+TEST_F(TlsVerifyTest, SelfSignedServerCertificateIsRefused) {
+  NbdkitServer srv;
+  START_OR_SKIP(start_server(srv, "selfsigned", false));
+  expect_refused_unless_unverified(srv, {.certificates = "good"},
+                                   "The certificate issuer is unknown");
+  if (!default_ca_present())
+    expect_refused_unless_unverified(srv, {}, "The certificate issuer is unknown");
+}
+
+// Verification belongs to certificates: a PSK session has none to check, and
+// verify_peer (true by default) leaves it alone.
+TEST_F(TlsVerifyTest, PskIsUnaffectedByVerifyPeer) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "1M"}));
+  nbd_handle *h = h_.get();
+  NBD_ASSERT_OK(nbd_set_tls(h, LIBNBD_TLS_REQUIRE));
+  NBD_ASSERT_OK(nbd_set_tls_psk_file(h, path("keys.psk").c_str()));
+  NBD_ASSERT_OK(nbd_set_tls_username(h, "alice"));
+  EXPECT_EQ(nbd_get_tls_verify_peer(h), 1);
+  NBD_ASSERT_OK(nbd_connect_unix(h, srv.socket_path().c_str()));
+  expect_data_round_trip();
 }
 
 // libnbd's aio-parallel-load-tls pattern: one buffer shared by the reads and writes

@@ -48,21 +48,34 @@ TEST(TlsConfigTest, HostnamePrecedence) {
   s.tls_username = "bob";
   s.tls_psk_file = "/keys.psk";
 
-  TlsConfig c = TlsConfig::from_settings(s, std::nullopt);
+  TlsConfig c = TlsConfig::from_settings(s);
   EXPECT_EQ(c.certificates_dir, "/some/dir");
   EXPECT_FALSE(c.verify_peer);
   EXPECT_EQ(c.username, "bob");
   EXPECT_EQ(c.psk_file, "/keys.psk");
-  EXPECT_FALSE(c.hostname) << "a Unix socket has no hostname";
+  EXPECT_FALSE(c.hostname) << "a Unix socket has no hostname: the chain alone is checked";
+  EXPECT_FALSE(c.sni_hostname);
 
-  c = TlsConfig::from_settings(s, std::string("server.example"));
+  s.tcp_hostname = "server.example";
+  c = TlsConfig::from_settings(s);
   EXPECT_EQ(c.hostname, "server.example");
+  EXPECT_EQ(c.sni_hostname, "server.example");
 
   s.tls_hostname = "final.example";
-  c = TlsConfig::from_settings(s, std::string("proxy.example"));
-  EXPECT_EQ(c.hostname, "final.example") << "nbd_set_tls_hostname wins";
-  c = TlsConfig::from_settings(s, std::nullopt);
+  s.tcp_hostname = "proxy.example";
+  c = TlsConfig::from_settings(s);
+  EXPECT_EQ(c.hostname, "final.example") << "nbd_set_tls_hostname wins for verification";
+  EXPECT_EQ(c.sni_hostname, "proxy.example") << "SNI names the host connected to, as libnbd";
+  s.tcp_hostname.reset();
+  c = TlsConfig::from_settings(s);
   EXPECT_EQ(c.hostname, "final.example");
+  EXPECT_FALSE(c.sni_hostname);
+
+  // Set to "": checked as it is (no certificate matches it), no fallback.
+  s.tls_hostname = "";
+  s.tcp_hostname = "server.example";
+  c = TlsConfig::from_settings(s);
+  EXPECT_EQ(c.hostname, "");
 }
 
 TEST(TlsConfigTest, DefaultUsernamePrefersLogname) {
@@ -384,19 +397,26 @@ TEST_F(TlsNbdkitTest, IpAddressHostnameIsVerified) {
   ASSERT_FALSE(bad.ok());
 }
 
-TEST_F(TlsNbdkitTest, NoVerificationWithoutHostnameOrWhenDisabled) {
-  // libnbd: verify_peer applies only when a hostname is known (TCP, or
-  // nbd_set_tls_hostname), and can be turned off.
+TEST_F(TlsNbdkitTest, ChainIsVerifiedWithoutHostnameAndSkippedOnlyWhenDisabled) {
+  // libnbd >= 1.20: verify_peer applies with no hostname too (a Unix socket, a
+  // command): the chain is checked, only the name is not (CVE-2024-7383).
   auto server = start_certs();
   ASSERT_TRUE(server->ok()) << server->error();
-  auto s = connect(*server, cert_config("wrongca", std::nullopt));
+  auto bad = connect(*server, cert_config("wrongca", std::nullopt));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().errnum, 0);
+  EXPECT_NE(bad.error().message.find("Error in the certificate verification"), std::string::npos)
+      << bad.error().message;
+
+  auto good = connect(*server, cert_config("good", std::nullopt));
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  exercise_nbd_session(**good);
+
+  TlsConfig off = cert_config("wrongca", std::nullopt);
+  off.verify_peer = false;
+  auto s = connect(*server, off);
   ASSERT_TRUE(s.ok()) << s.error().message;
   exercise_nbd_session(**s);
-
-  TlsConfig off = cert_config("wrongca", "localhost");
-  off.verify_peer = false;
-  auto s2 = connect(*server, off);
-  ASSERT_TRUE(s2.ok()) << s2.error().message;
 }
 
 TEST_F(TlsNbdkitTest, SystemTrustIsVerifiedToo) {
