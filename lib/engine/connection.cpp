@@ -2,6 +2,8 @@
 // Connection lifecycle: connecting, the handshake, the end of the connection, and nbd_close.
 #include "engine/connection.h"
 
+#include <sys/socket.h>
+
 #include <cerrno>
 #include <cinttypes>
 #include <vector>
@@ -242,6 +244,13 @@ bool Connection::end(State to, const Error &why) {
       }
     }
     for (auto &f : deferred) f();
+  }
+  // The server learns at once, as libnbd closes its socket on the way to DEAD.  Shut
+  // down rather than closed: another thread may be in a call on the descriptor, and a
+  // closed number could be reused under it; nbd_close closes it.
+  if (to == State::Dead) {
+    const int sock = fd_.load(std::memory_order_acquire);
+    if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
   }
   // From here on no command is issued (issue() checks the state under the writer's
   // mutex) and every one issued before is reaped.

@@ -217,5 +217,28 @@ TEST_F(CloseHostile, TwoThreadDriversServerDiesMidReply) {
   for (auto &d : done) EXPECT_EQ(d.frees.load(), 1);
 }
 
+// A connection that dies lets go of its socket at once, as libnbd's does: the server sees
+// the end of the stream while the handle is still open (not only at nbd_close).
+TEST_F(CloseHostile, ADeadConnectionReleasesItsSocketBeforeClose) {
+  make();
+  std::atomic<bool> eof_seen{false};
+  connect_ok([&eof_seen](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    Bytes junk(16, 0xee);  // no reply magic: the stream can no longer be trusted
+    s.send(junk);
+    for (int i = 0; i < 50 && !eof_seen; ++i) {
+      if (!s.readable_within(100)) continue;
+      Bytes b;
+      if (!s.read_exact(b, 1)) eof_seen = true;  // end of stream (or reset)
+    }
+  });
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_EQ(nbd_aio_is_dead(h_), 1);
+  for (int i = 0; i < 100 && !eof_seen; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(eof_seen.load()) << "the server still had an open connection 5 s after it died";
+}
+
 }  // namespace
 }  // namespace hostile
