@@ -277,8 +277,10 @@ CALLS: list[Call] = [
         "Each LIBNBD_STRICT_* bit enables a client-side check that rejects a request "
         "before it reaches the server: COMMANDS (commands or flags the server did not "
         "advertise), FLAGS (command flags unknown or unrelated to the command), "
-        "BOUNDS (beyond the export size), ZERO_SIZE (zero length), ALIGN (violating "
-        "the advertised minimum block size), PAYLOAD (writes over the payload limit) "
+        "BOUNDS (beyond the export size), ZERO_SIZE (zero length), ALIGN (an offset "
+        "or length that is not a multiple of the advertised minimum block size; a "
+        "ragged length is still allowed for a request that ends exactly at the end "
+        "of an image whose size is itself not such a multiple), PAYLOAD (writes over the payload limit) "
         "and AUTO_FLAG (libnbd manages CMD_FLAG_PAYLOAD_LEN itself). Clearing bits is "
         "for stress-testing servers; bits outside LIBNBD_STRICT_MASK fail with "
         "EINVAL, and command flags beyond 16 bits are always refused.",
