@@ -19,6 +19,7 @@ TlsConfig TlsConfig::from_settings(const Settings &settings,
   c.verify_peer = settings.tls_verify_peer;
   c.username = settings.tls_username;
   c.psk_file = settings.tls_psk_file;
+  c.priority = settings.tls_priority.value_or(kDefaultPriority);
   if (settings.tls_hostname && !settings.tls_hostname->empty())
     c.hostname = settings.tls_hostname;
   else if (connect_hostname && !connect_hostname->empty())

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "build_info.h"
 #include "core/status.h"
 
 namespace duplexnbd {
@@ -12,6 +13,10 @@ namespace duplexnbd {
 struct Settings;
 
 namespace tls {
+
+// The priority string when nbd_set_tls_priority was not called: "NORMAL" unless the
+// DUPLEXNBD_TLS_PRIORITY cache variable chose another when the library was built.
+inline constexpr const char *kDefaultPriority = DUPLEXNBD_TLS_PRIORITY_DEFAULT;
 
 // Copied out of Settings when STARTTLS is acknowledged, so the TLS code never touches
 // the handle (or its settings lock) while doing I/O.
@@ -39,6 +44,11 @@ struct TlsConfig {
   // The name the server's certificate must match (and the SNI sent): the
   // nbd_set_tls_hostname setting, else the hostname given to connect, else none.
   std::optional<std::string> hostname;
+
+  // The GnuTLS priority string: nbd_set_tls_priority, else kDefaultPriority.  As in
+  // libnbd, a PSK session appends the PSK key exchanges to it (":+ECDHE-PSK:+DHE-PSK:+PSK"),
+  // which NORMAL lacks.
+  std::string priority = kDefaultPriority;
 
   // Builds the configuration of one connection.  `connect_hostname` is the host of
   // nbd_connect_tcp / an nbds:// URI; leave it empty for Unix sockets, sockets handed
