@@ -17,8 +17,10 @@
 #include <gtest/gtest.h>
 
 #include "build_info.h"
+#include "handle/handle.h"
 #include "libnbd.h"
 #include "nbdkit_fixture.h"
+#include "tls/tls_config.h"
 
 #if !defined(LIBNBD_HAVE_NBD_GET_HANDLE_SIZE) || !defined(LIBNBD_HAVE_NBD_SET_TLS_PRIORITY) || \
     !defined(LIBNBD_HAVE_NBD_GET_TLS_PRIORITY) ||                                              \
@@ -213,12 +215,30 @@ TEST(Libnbd124TlsPriority, SetOnlyWhileCreatedGetInAnyState) {
   }
 }
 
+// What the TLS session will be given (applying it is the GnuTLS code's business).
+TEST(Libnbd124TlsPriority, ReachesTheTlsConfig) {
+  using duplexnbd::tls::TlsConfig;
+  HandlePtr h(nbd_create());
+  nbd_handle *p = h.get();
+  EXPECT_EQ(TlsConfig::from_settings(p->settings, std::nullopt).priority,
+            DUPLEXNBD_TLS_PRIORITY_DEFAULT);
+  EXPECT_STREQ(duplexnbd::tls::kDefaultPriority, DUPLEXNBD_TLS_PRIORITY_DEFAULT);
+  ASSERT_EQ(nbd_set_tls_priority(p, "SECURE128:-VERS-TLS1.2"), 0);
+  EXPECT_EQ(TlsConfig::from_settings(p->settings, std::nullopt).priority,
+            "SECURE128:-VERS-TLS1.2");
+  EXPECT_EQ(TlsConfig().priority, DUPLEXNBD_TLS_PRIORITY_DEFAULT);
+}
+
 // ---- nbd_set_uri_allow_tls_priority --------------------------------------------------------
 
+// libnbd 1.24 has no getter; the setting is kept for the URI parser (off by default).
 TEST(Libnbd124UriAllowTlsPriority, SetWhileCreated) {
   HandlePtr h(nbd_create());
+  EXPECT_FALSE(h->settings.uri_allow_tls_priority);
   EXPECT_EQ(nbd_set_uri_allow_tls_priority(h.get(), true), 0) << last_error();
+  EXPECT_TRUE(h->settings.uri_allow_tls_priority);
   EXPECT_EQ(nbd_set_uri_allow_tls_priority(h.get(), false), 0) << last_error();
+  EXPECT_FALSE(h->settings.uri_allow_tls_priority);
 }
 
 TEST(Libnbd124UriAllowTlsPriority, RefusedOnceConnecting) {
