@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Emit include/libnbd.h, and the C-signature helpers the other emitters share.
 
-The header must be a drop-in for libnbd 1.22's: same includes, macro names and values,
+The header must be a drop-in for libnbd 1.24's: same includes, macro names and values,
 type names and prototypes, so that a program written against libnbd compiles unchanged
 in C99 and C++.  The wording (comments, layout) is ours.
 """
@@ -176,7 +176,7 @@ PREAMBLE = """\
 /* {note}
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * duplexnbd: public C interface, ABI- and source-compatible with libnbd 1.22.
+ * duplexnbd: public C interface, ABI- and source-compatible with libnbd 1.24.
  */
 
 #ifndef LIBNBD_H

@@ -272,7 +272,8 @@ class Call:
 
 
 # Symbol version nodes, oldest first; each node's parent is the one before it.
-VERSION_NODES = ((1, 0), (1, 2), (1, 4), (1, 6), (1, 8), (1, 12), (1, 16), (1, 18), (1, 22))
+VERSION_NODES = ((1, 0), (1, 2), (1, 4), (1, 6), (1, 8), (1, 12), (1, 16), (1, 18), (1, 22),
+                 (1, 24))
 
 
 def node_name(version: tuple[int, int]) -> str:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""The API table: all 160 calls of libnbd 1.22 in header order, plus the constants."""
+"""The API table: all 165 calls of libnbd 1.24 in header order, plus the constants."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .constants import (CLOSURES, ENUMS, EXTENT_STRUCT, FLAGS, INT_CONSTANTS,
                         STRICT_GATED_FLAGS, VALUE_FIRST_VERSION, MetaContext, MetaNamespace,
                         StrConstant, StructField, StructType)
 
-# The order of libnbd 1.22's <libnbd.h>: the four handle-less/handle lifetime calls,
+# The order of libnbd 1.24's <libnbd.h>: the four handle-less/handle lifetime calls,
 # then the handle calls in generator order.
 HEADER_ORDER: tuple[str, ...] = (
     "close", "create", "get_error", "get_errno",
@@ -19,6 +19,7 @@ HEADER_ORDER: tuple[str, ...] = (
     "stats_bytes_sent", "stats_chunks_sent", "stats_bytes_received",
     "stats_chunks_received",
     "set_handle_name", "get_handle_name", "set_private_data", "get_private_data",
+    "get_handle_size",
     "set_export_name", "get_export_name",
     "set_request_block_size", "get_request_block_size",
     "set_full_info", "get_full_info",
@@ -26,7 +27,7 @@ HEADER_ORDER: tuple[str, ...] = (
     "set_tls", "get_tls", "get_tls_negotiated", "set_tls_certificates",
     "set_tls_verify_peer", "get_tls_verify_peer",
     "set_tls_username", "get_tls_username", "set_tls_hostname", "get_tls_hostname",
-    "set_tls_psk_file",
+    "set_tls_psk_file", "set_tls_priority", "get_tls_priority",
     "set_request_extended_headers", "get_request_extended_headers",
     "get_extended_headers_negotiated",
     "set_request_structured_replies", "get_request_structured_replies",
@@ -42,7 +43,8 @@ HEADER_ORDER: tuple[str, ...] = (
     "opt_set_meta_context_queries",
     "add_meta_context", "get_nr_meta_contexts", "get_meta_context",
     "clear_meta_contexts",
-    "set_uri_allow_transports", "set_uri_allow_tls", "set_uri_allow_local_file",
+    "set_uri_allow_transports", "set_uri_allow_tls", "set_uri_allow_tls_priority",
+    "set_uri_allow_local_file",
     "connect_uri", "connect_unix", "connect_vsock", "connect_tcp", "connect_socket",
     "connect_command", "connect_systemd_socket_activation",
     "set_socket_activation_name", "get_socket_activation_name",
@@ -67,7 +69,7 @@ HEADER_ORDER: tuple[str, ...] = (
     "aio_is_created", "aio_is_connecting", "aio_is_negotiating", "aio_is_ready",
     "aio_is_processing", "aio_is_dead", "aio_is_closed",
     "aio_command_completed", "aio_peek_command_completed", "aio_in_flight",
-    "connection_state", "get_package_name", "get_version",
+    "connection_state", "get_package_name", "get_version", "get_version_extra",
     "kill_subprocess", "get_subprocess_pid",
     "supports_tls", "supports_vsock", "supports_uri", "get_uri", "is_uri",
 )

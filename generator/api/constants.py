@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Enums, flag sets, plain and string constants, callback types and nbd_extent of libnbd 1.22."""
+"""Enums, flag sets, plain and string constants, callback types and nbd_extent of libnbd 1.24
+(unchanged since 1.22)."""
 
 from __future__ import annotations
 

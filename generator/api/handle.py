@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from model import (RBool, RErr, RStaticString, RString, RUIntPtr, RVoid, Bool, Call, Ret,
-                   String, UIntPtr)
+from model import (RBool, RErr, RSizeT, RStaticString, RString, RUIntPtr, RVoid, Bool, Call,
+                   Ret, String, UIntPtr)
 
 from ._common import cb
 from .constants import DEBUG
@@ -122,12 +122,25 @@ CALLS: list[Call] = [
         see_also=("set_private_data",),
     ),
     Call(
+        "get_handle_size", [], RSizeT, (1, 24),
+        "estimate the memory the handle occupies",
+        "Returns roughly how many bytes of memory the handle holds at the moment: the "
+        "handle itself, the strings and lists stored in its settings, and, once a "
+        "connect call has been made, the connection with its receive buffer, queued "
+        "requests and the commands that have not been retired yet. Memory that belongs "
+        "to the caller (read and write buffers) is not counted. The figure changes as "
+        "the handle is used; it is meant for garbage-collected language bindings, "
+        "which can weigh it when deciding how soon to close an unreachable handle. It "
+        "may be called in any state.",
+        see_also=("create", "close"),
+    ),
+    Call(
         "get_package_name", [], RStaticString, (1, 0),
         "return the library's package name",
         "Returns a static string naming the library package; it is \"libnbd\" "
         "unless the build changed it.",
         may_set_error=False,
-        see_also=("get_version",),
+        see_also=("get_version", "get_version_extra"),
     ),
     Call(
         "get_version", [], RStaticString, (1, 0),
@@ -137,7 +150,18 @@ CALLS: list[Call] = [
         "development series whose new calls may still change; release counts "
         "updates within a series.",
         may_set_error=False,
-        see_also=("get_package_name",),
+        see_also=("get_package_name", "get_version_extra"),
+    ),
+    Call(
+        "get_version_extra", [], RStaticString, (1, 24),
+        "return extra version information chosen at build time",
+        "Returns a static string, never freed by the caller, that whoever built the "
+        "library may set to identify the build more precisely than nbd_get_version "
+        "does (a distribution's package revision, for instance). It is the empty "
+        "string unless the build set it; with this library the CMake cache variable "
+        "DUPLEXNBD_VERSION_EXTRA sets it.",
+        may_set_error=False,
+        see_also=("get_version", "get_package_name"),
     ),
     Call(
         "supports_tls", [], RBool, (1, 0),

@@ -167,6 +167,29 @@ CALLS: list[Call] = [
         permitted_states=ONLY_CREATED,
         see_also=("set_tls", "set_tls_username"),
     ),
+    Call(
+        "set_tls_priority", [String("priority")], RErr, (1, 24),
+        "choose the GnuTLS priority string",
+        "Replaces the GnuTLS priority string used when TLS is negotiated, which "
+        "decides the protocol versions, ciphers, key exchanges and MACs offered and "
+        "their order (see \"Priority strings\" in the GnuTLS manual). Without it the "
+        "build's default is used: \"NORMAL\" unless the CMake cache variable "
+        "DUPLEXNBD_TLS_PRIORITY chose another. The string is not checked here; a "
+        "string GnuTLS rejects makes the TLS handshake fail. Leave it alone unless "
+        "you have a reason: a priority string can weaken the connection's security, "
+        "and one starting with @ makes GnuTLS read a local configuration file, so it "
+        "should not come from an untrusted source." + _TLS_ONLY_IF_ENABLED,
+        permitted_states=ONLY_CREATED,
+        see_also=("get_tls_priority", "set_tls", "set_uri_allow_tls_priority"),
+    ),
+    Call(
+        "get_tls_priority", [], RString, (1, 24),
+        "return the GnuTLS priority string",
+        "Returns a copy, which the caller must free, of the priority string set with "
+        "nbd_set_tls_priority, or of the build's default (\"NORMAL\" unless changed "
+        "at build time) when none was set.",
+        see_also=("set_tls_priority",),
+    ),
     # --- protocol extensions requested automatically ---------------------------
     Call(
         "set_request_extended_headers", [Bool("request")], RErr, (1, 18),
@@ -281,8 +304,10 @@ CALLS: list[Call] = [
         "Each LIBNBD_STRICT_* bit enables a client-side check that rejects a request "
         "before it reaches the server: COMMANDS (commands or flags the server did not "
         "advertise), FLAGS (command flags unknown or unrelated to the command), "
-        "BOUNDS (beyond the export size), ZERO_SIZE (zero length), ALIGN (violating "
-        "the advertised minimum block size), PAYLOAD (writes over the payload limit) "
+        "BOUNDS (beyond the export size), ZERO_SIZE (zero length), ALIGN (an offset "
+        "or length that is not a multiple of the advertised minimum block size; a "
+        "ragged length is still allowed for a request that ends exactly at the end "
+        "of an image whose size is itself not such a multiple), PAYLOAD (writes over the payload limit) "
         "and AUTO_FLAG (libnbd manages CMD_FLAG_PAYLOAD_LEN itself). Clearing bits is "
         "for stress-testing servers; bits outside LIBNBD_STRICT_MASK fail with "
         "EINVAL, and command flags beyond 16 bits are always refused.",
@@ -359,6 +384,18 @@ CALLS: list[Call] = [
         "only them, and LIBNBD_TLS_ALLOW (the default) accepts both.",
         permitted_states=ONLY_CREATED,
         see_also=("connect_uri", "set_uri_allow_transports"),
+    ),
+    Call(
+        "set_uri_allow_tls_priority", [Bool("allow")], RErr, (1, 24),
+        "allow NBD URIs to set the TLS priority string",
+        "Decides whether nbd_connect_uri accepts a tls-priority=PRIORITY query "
+        "parameter, which overrides the TLS priority string for that connection. It "
+        "is refused by default, because a priority string can weaken the "
+        "connection's security and can make GnuTLS read local configuration files, "
+        "which a URI from an untrusted source should not be able to do.",
+        permitted_states=ONLY_CREATED,
+        see_also=("connect_uri", "set_tls_priority", "set_uri_allow_tls",
+                  "set_uri_allow_local_file"),
     ),
     Call(
         "set_uri_allow_local_file", [Bool("allow")], RErr, (1, 2),

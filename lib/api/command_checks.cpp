@@ -14,6 +14,17 @@ namespace {
 
 constexpr bool power_of_two(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
+// STRICT_ALIGN: offset and length are multiples of the minimum block size, except that
+// a request may end exactly at the end of an image whose size is not a multiple of it
+// (libnbd 1.24): the image's last block is a partial one, and reaching its end is the
+// only way to touch those bytes. Ending anywhere else with a ragged length is refused.
+bool aligned_for_server(uint64_t offset, uint64_t count, uint64_t size, uint32_t min) {
+  const uint64_t mask = min - 1;
+  if ((offset & mask) != 0) return false;
+  if ((count & mask) == 0) return true;
+  return (size & mask) != 0 && offset <= size && count == size - offset;
+}
+
 // The spec's rules for NBD_INFO_BLOCK_SIZE; export size aside, which may not be known yet.
 bool block_sizes_consistent(const ExportInfo &info) {
   const uint32_t min = info.block_minimum, pref = info.block_preferred, max = info.block_maximum;
@@ -58,7 +69,7 @@ bool check_range(uint32_t strict, const Negotiated &n, uint64_t offset, uint64_t
     return false;
   }
   const uint32_t min = usable_block_minimum(n.info);
-  if ((strict & LIBNBD_STRICT_ALIGN) && min != 0 && ((offset | count) & (min - 1)) != 0) {
+  if ((strict & LIBNBD_STRICT_ALIGN) && min != 0 && !aligned_for_server(offset, count, size, min)) {
     set_error(EINVAL, "request is unaligned");
     return false;
   }

@@ -26,7 +26,9 @@ uint16_t effective_eflags(const Negotiated &n);
 
 // The range checks every command but flush goes through, in libnbd's order: zero length
 // (STRICT_ZERO_SIZE), export bounds (STRICT_BOUNDS, failing with `bounds_errno`) and
-// alignment to the minimum block size (STRICT_ALIGN). Sets the error and returns false.
+// alignment to the minimum block size (STRICT_ALIGN; an unaligned length is let through
+// when the request ends exactly at the end of an image whose size is itself unaligned).
+// Sets the error and returns false.
 bool check_range(uint32_t strict, const Negotiated &n, uint64_t offset, uint64_t count,
                  int bounds_errno);
 

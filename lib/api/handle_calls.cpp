@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "api_impl.h"
+#include "build_info.h"
 #include "engine/connection.h"
 #include "handle/debug.h"
 #include "handle/error.h"
@@ -110,15 +111,34 @@ uintptr_t set_private_data(Handle &h, uintptr_t private_data) {
 
 uintptr_t get_private_data(Handle &h) { return h.private_data.load(std::memory_order_relaxed); }
 
+// ---- memory estimate ----------------------------------------------------------------
+
+// For garbage-collected bindings deciding when to close a handle: what this handle keeps
+// allocated now. The debug callback and the buffers the caller lent us are not counted.
+ssize_t get_handle_size(Handle &h) {
+  size_t bytes = sizeof(nbd_handle);
+  {
+    std::lock_guard lock(h.settings_mutex);
+    bytes += h.settings.heap_bytes();
+  }
+  // The connection pointer is assigned by the first connect call; the published state
+  // tells us it is complete (as live_connection() does in settings_calls.cpp).
+  if (h.state() != State::Created && h.connection) bytes += h.connection->memory_estimate();
+  return ssize_t(bytes);
+}
+
 // ---- build facts --------------------------------------------------------------------
 
 // We report our own name so that logs and bug reports show which library answered.
 const char *get_package_name(Handle &) { return "duplexnbd"; }
 
 // The version is the libnbd release whose API we implement (CMake's PROJECT_VERSION,
-// 1.22.0), not a separate duplexnbd number: programs compare it against the libnbd
+// 1.24.0), not a separate duplexnbd number: programs compare it against the libnbd
 // version they need, and they must keep passing.
 const char *get_version(Handle &) { return DUPLEXNBD_VERSION; }
+
+// The packager's text (CMake cache variable DUPLEXNBD_VERSION_EXTRA), "" by default.
+const char *get_version_extra(Handle &) { return DUPLEXNBD_VERSION_EXTRA; }
 
 int supports_tls(Handle &) { return DUPLEXNBD_HAVE_TLS ? 1 : 0; }
 

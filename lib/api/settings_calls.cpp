@@ -18,6 +18,7 @@
 #include "handle/error.h"
 #include "handle/handle.h"
 #include "handshake/handshake.h"
+#include "tls/tls_config.h"
 #include "wire/protocol.h"
 
 namespace duplexnbd::api {
@@ -207,6 +208,19 @@ int set_tls_psk_file(Handle &h, const char *filename) {
   return 0;
 }
 
+// Kept as given: GnuTLS parses it when a TLS session starts, and a string it rejects
+// fails that connection then (libnbd does not check it here either).
+int set_tls_priority(Handle &h, const char *priority) {
+  std::string value(priority);
+  with_settings(h, [&](Settings &s) { s.tls_priority = std::move(value); });
+  return 0;
+}
+
+char *get_tls_priority(Handle &h) {
+  return malloc_copy(
+      with_settings(h, [](Settings &s) { return s.tls_priority.value_or(tls::kDefaultPriority); }));
+}
+
 // ---- protocol extensions requested automatically -------------------------------------------
 
 int set_request_extended_headers(Handle &h, bool request) {
@@ -326,6 +340,11 @@ int set_uri_allow_transports(Handle &h, uint32_t mask) {
 
 int set_uri_allow_tls(Handle &h, int tls) {
   with_settings(h, [&](Settings &s) { s.uri_allow_tls = tls; });
+  return 0;
+}
+
+int set_uri_allow_tls_priority(Handle &h, bool allow) {
+  with_settings(h, [&](Settings &s) { s.uri_allow_tls_priority = allow; });
   return 0;
 }
 

@@ -150,4 +150,16 @@ int CommandTable::in_flight() const {
   return int(in_flight_.size() + completing_.size() + running_.size());
 }
 
+size_t CommandTable::memory_bytes() const {
+  auto command_bytes = [](const Command *c) { return sizeof(Command) + c->owned_payload.capacity(); };
+  std::lock_guard lock(mutex_);
+  size_t bytes = in_flight_.memory_bytes() +
+                 (completing_.capacity() + running_.capacity()) * sizeof(uint64_t);
+  in_flight_.for_each([&](uint64_t, Command *c) { bytes += command_bytes(c); });
+  // Only cookies are kept for commands whose callbacks are due or running.
+  bytes += (completing_.size() + running_.size()) * sizeof(Command);
+  for (const Command *c = done_head_; c; c = c->next) bytes += command_bytes(c);
+  return bytes;
+}
+
 }  // namespace duplexnbd

@@ -55,6 +55,9 @@ public:
   // Only those whose reply has not been read completely yet.
   size_t awaiting_reply() const;
 
+  // Heap bytes of the table and of the commands it holds (for nbd_get_handle_size).
+  size_t memory_bytes() const;
+
   std::mutex &mutex() { return mutex_; }
 
 private:

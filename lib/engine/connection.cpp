@@ -60,6 +60,30 @@ Error Connection::fatal_error() const {
 
 int Connection::fd() const { return fd_.load(std::memory_order_acquire); }
 
+// A GnuTLS client session's own allocations, which GnuTLS does not report: its session
+// state (some KiB) and the receive and send record buffers, each sized for the largest
+// TLS record (16 KiB plus headroom).  Loaded credentials are not included.
+constexpr size_t kTlsSessionEstimate = 48 * 1024;
+
+size_t Connection::memory_estimate() {
+  size_t bytes = sizeof(Connection) + reader_.memory_bytes() + table_.memory_bytes();
+  {
+    std::lock_guard lock(writer_.mutex);
+    bytes += writer_.memory_bytes();
+  }
+  // The views are published once their objects are complete, and neither object goes
+  // before the Connection, so reading through them needs no lock.
+  if (handshake_view_.load(std::memory_order_acquire) != nullptr)
+    bytes += sizeof(handshake::Handshake);
+  if (transport::Transport *t = live_transport()) {
+    if (dynamic_cast<tls::TlsSession *>(t) != nullptr)
+      bytes += kTlsSessionEstimate;
+    else
+      bytes += sizeof(transport::SocketTransport);
+  }
+  return bytes;
+}
+
 // ---------------------------------------------------------------------------
 // Starting.
 

@@ -116,6 +116,10 @@ public:
   // The error that ended the connection, for blocking callers to report.
   Error fatal_error() const;
 
+  // nbd_get_handle_size: an estimate of the memory this connection holds, from any
+  // thread (takes the writer's lock and the table's, so not from a debug callback).
+  size_t memory_estimate();
+
 private:
   // ---- connection.cpp
   Status start_with_fd_locked(transport::FileDescriptor fd);  // handshake_mutex_ held

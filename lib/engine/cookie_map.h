@@ -50,6 +50,7 @@ public:
   }
 
   size_t size() const { return size_; }
+  size_t memory_bytes() const { return slots_.capacity() * sizeof(Slot); }
   bool empty() const { return size_ == 0; }
 
   template <typename F>

@@ -32,6 +32,10 @@ Error protocol_error(const char *what) { return make_error(EPROTO, what); }
 
 ReplyReader::ReplyReader(IssueGate &gate) : gate_(gate), buf_(new uint8_t[kBufferSize]) {}
 
+size_t ReplyReader::memory_bytes() const {
+  return kBufferSize + payload_capacity_.load(std::memory_order_relaxed);
+}
+
 void ReplyReader::configure(const Negotiated &n) {
   structured_ = n.structured_replies;
   extended_ = n.extended_headers;
@@ -281,6 +285,8 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     return {};
   }
   payload_.resize(len);
+  if (payload_.capacity() != payload_capacity_.load(std::memory_order_relaxed))
+    payload_capacity_.store(payload_.capacity(), std::memory_order_relaxed);
   payload_have_ = 0;
   step_ = Step::Payload;
   if (len == 0) on_payload_done(finished, table);

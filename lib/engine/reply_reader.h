@@ -43,6 +43,9 @@ public:
   // Bytes of requests (headers and write payloads) answered so far: what the server has
   // certainly read off the socket.  Only grows.
   uint64_t answered_request_bytes() const { return answered_request_bytes_; }
+  // Heap bytes the reader holds, for nbd_get_handle_size: the receive buffer and the
+  // chunk payload buffer (kept at its largest size). Any thread may ask.
+  size_t memory_bytes() const;
 
 private:
   enum class Step : uint8_t { Header, DataPrefix, Data, Payload, Discard };
@@ -104,6 +107,9 @@ private:
   uint64_t data_left_ = 0;
   std::vector<uint8_t> payload_;
   size_t payload_have_ = 0;
+  // payload_.capacity() as memory_bytes() may read it from another thread; written by
+  // the reader only when the capacity changes.
+  std::atomic<size_t> payload_capacity_{0};
   uint64_t discard_left_ = 0;
   uint64_t answered_request_bytes_ = 0;
 };

@@ -40,6 +40,8 @@ public:
   // Only onto an empty queue or deferred entries (SendBatching::may_defer checks).
   void push_deferred(const WriteEntry &e);
   size_t queued() const { return queue_.size(); }
+  // Heap bytes of the queue (payloads belong to the callers and are not counted).
+  size_t memory_bytes() const { return queue_.size() * sizeof(WriteEntry); }
   uint64_t deferred_bytes() const { return deferred_bytes_; }
   // Sends until the queue is empty or the socket would block. Commands whose last byte
   // went out and whose reader reference is already gone are appended to `finished`.

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "engine/connection.h"
@@ -24,6 +25,30 @@ nbd_handle::nbd_handle() {
 nbd_handle::~nbd_handle() = default;
 
 namespace duplexnbd {
+namespace {
+
+// What a string allocated beyond its own object: nothing while it fits the short-string
+// buffer inside std::string.
+size_t string_heap_bytes(const std::string &s) {
+  static const size_t inline_capacity = std::string().capacity();
+  return s.capacity() > inline_capacity ? s.capacity() + 1 : 0;
+}
+
+size_t string_heap_bytes(const std::optional<std::string> &s) {
+  return s ? string_heap_bytes(*s) : 0;
+}
+
+}  // namespace
+
+size_t Settings::heap_bytes() const {
+  size_t bytes = string_heap_bytes(handle_name) + string_heap_bytes(export_name) +
+                 string_heap_bytes(tls_certificates) + string_heap_bytes(tls_username) +
+                 string_heap_bytes(tls_psk_file) + string_heap_bytes(tls_hostname) +
+                 string_heap_bytes(tls_priority) + string_heap_bytes(socket_activation_name);
+  bytes += meta_contexts.capacity() * sizeof(std::string);
+  for (const std::string &name : meta_contexts) bytes += string_heap_bytes(name);
+  return bytes;
+}
 
 const char *state_name(State s) {
   switch (s) {

@@ -29,6 +29,7 @@ struct Settings {
   // kept on the handle as libnbd keeps it.  TLS checks the server's certificate
   // against it unless tls_hostname is set, and nbd_get_tls_hostname reports it then.
   std::optional<std::string> tcp_hostname;
+  std::optional<std::string> tls_priority;  // unset: the build's default (tls_config.h)
 
   bool request_structured_replies = true;
   bool request_meta_context = true;
@@ -40,9 +41,14 @@ struct Settings {
   uint32_t uri_allow_transports = LIBNBD_ALLOW_TRANSPORT_MASK;
   int uri_allow_tls = LIBNBD_TLS_ALLOW;
   bool uri_allow_local_file = false;
+  bool uri_allow_tls_priority = false;
 
   std::vector<std::string> meta_contexts;   // requested with nbd_add_meta_context
   std::string socket_activation_name;
+
+  // Heap memory owned by the strings and the list above (sizeof(Settings) covers the
+  // rest), for nbd_get_handle_size.
+  size_t heap_bytes() const;
 };
 
 }  // namespace duplexnbd

@@ -18,6 +18,7 @@ TlsConfig TlsConfig::from_settings(const Settings &settings) {
   c.verify_peer = settings.tls_verify_peer;
   c.username = settings.tls_username;
   c.psk_file = settings.tls_psk_file;
+  c.priority = settings.tls_priority.value_or(kDefaultPriority);
   // A name set to "" is still the name to check (libnbd passes it on as it is, and no
   // certificate matches it), not a request to fall back to the connection's host.
   c.hostname = settings.tls_hostname ? settings.tls_hostname : settings.tcp_hostname;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "build_info.h"
 #include "core/status.h"
 
 namespace duplexnbd {
@@ -12,6 +13,10 @@ namespace duplexnbd {
 struct Settings;
 
 namespace tls {
+
+// The priority string when nbd_set_tls_priority was not called: "NORMAL" unless the
+// DUPLEXNBD_TLS_PRIORITY cache variable chose another when the library was built.
+inline constexpr const char *kDefaultPriority = DUPLEXNBD_TLS_PRIORITY_DEFAULT;
 
 // Copied out of Settings when STARTTLS is acknowledged, so the TLS code never touches
 // the handle (or its settings lock) while doing I/O.
@@ -53,6 +58,11 @@ struct TlsConfig {
   // sockets, sockets or addresses handed over by the caller, subprocesses and socket
   // activation have none, as in libnbd.
   static TlsConfig from_settings(const Settings &settings);
+
+  // The GnuTLS priority string: nbd_set_tls_priority, else kDefaultPriority.  As in
+  // libnbd, a PSK session appends the PSK key exchanges to it (":+ECDHE-PSK:+DHE-PSK:+PSK"),
+  // which NORMAL lacks.
+  std::string priority = kDefaultPriority;
 };
 
 // The PSK username used when none was set, and what nbd_get_tls_username reports:

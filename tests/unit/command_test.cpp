@@ -597,6 +597,58 @@ TEST(CommandStrict, AlignmentToTheMinimumBlockSize) {
   EXPECT_EQ(nbd_get_block_size(hh, LIBNBD_SIZE_PAYLOAD), int64_t(kMiB));
 }
 
+// libnbd 1.24: under STRICT_ALIGN a ragged length is allowed when the request ends
+// exactly at the end of an image whose size is not a multiple of the minimum block size;
+// the offset must still be aligned, and ending anywhere else is refused. The server
+// (blocksize-policy's default "allow") accepts everything, so each refusal is ours: it
+// sends nothing, and with STRICT_ALIGN cleared the same request succeeds.
+TEST(CommandStrict, UnalignedTailOfAnUnalignedImage) {
+  SKIP_WITHOUT_NBDKIT();
+  constexpr uint64_t kSize = 2 * 4096 + 1808;  // two whole blocks and a partial one
+  NbdkitServer server({"--filter=blocksize-policy", "memory", std::to_string(kSize),
+                       "blocksize-minimum=4096", "blocksize-preferred=4096",
+                       "blocksize-maximum=65536"});
+  START(server);
+  HandlePtr h = connect_to(server);
+  ASSERT_TRUE(h);
+  nbd_handle *hh = h.get();
+  ASSERT_EQ(nbd_get_block_size(hh, LIBNBD_SIZE_MINIMUM), 4096);
+  ASSERT_EQ(nbd_get_size(hh), int64_t(kSize));
+  ASSERT_NE(nbd_get_strict_mode(hh) & LIBNBD_STRICT_ALIGN, 0u);
+
+  // Allowed: aligned offset, ragged length reaching the end exactly.
+  std::vector<uint8_t> tail = pattern(1808, 7);
+  ASSERT_EQ(nbd_pwrite(hh, tail.data(), tail.size(), 8192, 0), 0) << last_error();
+  std::vector<uint8_t> back(kSize);
+  ASSERT_EQ(nbd_pread(hh, back.data(), 1808, 8192, 0), 0) << last_error();
+  EXPECT_EQ(std::vector<uint8_t>(back.begin(), back.begin() + 1808), tail);
+  ASSERT_EQ(nbd_pread(hh, back.data(), kSize - 4096, 4096, 0), 0) << last_error();
+  EXPECT_EQ(std::vector<uint8_t>(back.begin() + 4096, back.begin() + kSize - 4096), tail);
+  ASSERT_EQ(nbd_pread(hh, back.data(), kSize, 0, 0), 0) << last_error();
+  EXPECT_EQ(nbd_zero(hh, 1808, 8192, 0), 0) << last_error();
+  EXPECT_EQ(nbd_trim(hh, kSize, 0, 0), 0) << last_error();
+  EXPECT_EQ(nbd_cache(hh, 1808, 8192, 0), 0) << last_error();
+
+  // Still refused, before anything is sent.
+  const uint64_t sent = nbd_stats_bytes_sent(hh);
+  expect_failure(nbd_pread(hh, back.data(), 1807, 8192, 0), EINVAL, "request is unaligned");
+  expect_failure(nbd_pread(hh, back.data(), 1808, 4096, 0), EINVAL, "request is unaligned");
+  expect_failure(nbd_pread(hh, back.data(), 100, kSize - 100, 0), EINVAL,
+                 "request is unaligned");  // reaches the end, but from an unaligned offset
+  expect_failure(nbd_pwrite(hh, tail.data(), 1000, 8192, 0), EINVAL, "request is unaligned");
+  expect_failure(nbd_zero(hh, 1808, 4096, 0), EINVAL, "request is unaligned");
+  // Past the end is not "exactly at the end", even with the bounds check off.
+  ASSERT_EQ(nbd_set_strict_mode(hh, nbd_get_strict_mode(hh) & ~LIBNBD_STRICT_BOUNDS), 0);
+  expect_failure(nbd_pread(hh, back.data(), 1809, 8192, 0), EINVAL, "request is unaligned");
+  EXPECT_EQ(nbd_stats_bytes_sent(hh), sent);
+
+  // The server takes what we refused once the check is off.
+  ASSERT_EQ(nbd_set_strict_mode(hh, nbd_get_strict_mode(hh) & ~LIBNBD_STRICT_ALIGN), 0);
+  EXPECT_EQ(nbd_pread(hh, back.data(), 1807, 8192, 0), 0) << last_error();
+  EXPECT_EQ(nbd_pread(hh, back.data(), 100, kSize - 100, 0), 0) << last_error();
+  EXPECT_GT(nbd_stats_bytes_sent(hh), sent);
+}
+
 TEST(CommandStrict, RequestSizeLimits) {
   SKIP_WITHOUT_NBDKIT();
   NbdkitServer server({"memory", "1G"});

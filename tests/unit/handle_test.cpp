@@ -116,7 +116,7 @@ TEST(HandleDefaults, MatchLibnbd) {
   EXPECT_EQ(nbd_stats_chunks_received(p), 0u);
 
   EXPECT_STREQ(nbd_get_package_name(p), "duplexnbd");
-  EXPECT_STREQ(nbd_get_version(p), "1.22.0");
+  EXPECT_STREQ(nbd_get_version(p), "1.24.0");
   EXPECT_EQ(nbd_supports_uri(p), 1);
   EXPECT_EQ(nbd_supports_vsock(p), 1);
   EXPECT_TRUE(nbd_supports_tls(p) == 0 || nbd_supports_tls(p) == 1);
