@@ -46,6 +46,10 @@ struct Command final {
   uint64_t filled = 0;
 
   bool reply_started = false;   // a reply chunk arrived (for the simple/structured checks)
+  // Stands in on the wire for a command that timed out or was cancelled (see
+  // Connection::abandon): it has no buffer and no closures, the reply it receives is
+  // thrown away, and it is deleted unseen when that reply (or the connection's end) comes.
+  bool ghost = false;
   bool claimed = false;         // the reader looked it up (guarded by the table lock)
 
   // The writer and the reader each hold one reference; whoever drops the last one hands

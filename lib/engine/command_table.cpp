@@ -80,6 +80,33 @@ std::vector<Command *> CommandTable::take_all_in_flight() {
   return out;
 }
 
+Command *CommandTable::find(uint64_t cookie) {
+  std::lock_guard lock(mutex_);
+  return in_flight_.find(cookie);
+}
+
+bool CommandTable::is_in_flight(uint64_t cookie) {
+  std::lock_guard lock(mutex_);
+  Command *c = in_flight_.find(cookie);
+  return c && !c->ghost;
+}
+
+void CommandTable::replace_with_ghost(Command *c, Command *ghost) {
+  std::lock_guard lock(mutex_);
+  in_flight_.erase(c->cookie);
+  in_flight_.insert(ghost->cookie, ghost);
+  completing_.push_back(c->cookie);
+  ghosts_++;
+}
+
+void CommandTable::ghost_gone(Command *ghost) {
+  std::lock_guard lock(mutex_);
+  // Reaped ghosts are still in flight; those whose reply came are completing.
+  if (in_flight_.find(ghost->cookie) == ghost) in_flight_.erase(ghost->cookie);
+  else erase(completing_, ghost->cookie);
+  ghosts_--;
+}
+
 void CommandTable::push_done(Command *c) {
   {
     std::lock_guard lock(mutex_);
@@ -147,7 +174,7 @@ size_t CommandTable::awaiting_reply() const {
 
 int CommandTable::in_flight() const {
   std::lock_guard lock(mutex_);
-  return int(in_flight_.size() + completing_.size() + running_.size());
+  return int(in_flight_.size() + completing_.size() + running_.size() - ghosts_);
 }
 
 size_t CommandTable::memory_bytes() const {

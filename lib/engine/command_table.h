@@ -32,6 +32,13 @@ public:
   void forget(Command *c);
   // Moves every in-flight command to completing (connection death).
   std::vector<Command *> take_all_in_flight();
+  // The command in flight under `cookie` (ghosts included), or nullptr.
+  Command *find(uint64_t cookie);
+  // `ghost` takes `c`'s place in flight; `c` moves to completing.  A ghost is not counted
+  // by in_flight(), since the caller's command has completed.
+  void replace_with_ghost(Command *c, Command *ghost);
+  // A ghost whose reply came (or whose connection ended) leaves; the caller deletes it.
+  void ghost_gone(Command *ghost);
 
   // Its callbacks are about to run: from now until push_done/retired, take_done waits.
   void begin_callbacks(Command *c);
@@ -52,6 +59,8 @@ public:
 
   // In flight or completing, as libnbd counts a command until its callback has returned.
   int in_flight() const;
+  // Whether `cookie` is the caller's command in flight (not done, not a ghost).
+  bool is_in_flight(uint64_t cookie);
   // Only those whose reply has not been read completely yet.
   size_t awaiting_reply() const;
 
@@ -69,6 +78,7 @@ private:
   std::vector<uint64_t> completing_;       // reply done; few at a time: a vector beats a set
   std::vector<uint64_t> running_;          // callbacks running
   std::condition_variable completed_cv_;   // a completing command left completing_
+  size_t ghosts_ = 0;                      // ghosts in in_flight_ or completing_
   Command *done_head_ = nullptr;
   Command *done_tail_ = nullptr;
 };

@@ -26,6 +26,12 @@ bool CompletionQueue::finish(CompletionList &list, Budget *budget) {
   if (list.empty()) return false;
   auto spent = [budget] { return budget && budget->spent(); };
   auto complete = [&](Command *c) {
+    if (c->ghost) {
+      // Its caller's command completed when it was abandoned; nobody is told anything.
+      table_.ghost_gone(c);
+      delete c;
+      return;
+    }
     bool calls_back = bool(c->completion);
     run_completion(c);
     if (budget && calls_back) budget->spend();

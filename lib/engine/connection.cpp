@@ -90,6 +90,8 @@ size_t Connection::memory_estimate() {
 Status Connection::start_connector(std::unique_ptr<transport::Connector> c) {
   std::vector<std::function<void()>> deferred;
   Status s;
+  if (uint32_t ms = h_.connect_timeout_ms.load(std::memory_order_relaxed))
+    deadlines_.set_connect(Deadlines::now() + int64_t(ms) * 1000000);
   {
     std::lock_guard lock(handshake_mutex_);
     h_.set_state(State::Connecting);
@@ -108,6 +110,8 @@ Status Connection::start_connector(std::unique_ptr<transport::Connector> c) {
 Status Connection::start_with_fd(transport::FileDescriptor fd) {
   std::vector<std::function<void()>> deferred;
   Status s;
+  if (uint32_t ms = h_.connect_timeout_ms.load(std::memory_order_relaxed))
+    deadlines_.set_connect(Deadlines::now() + int64_t(ms) * 1000000);
   {
     std::lock_guard lock(handshake_mutex_);
     s = start_with_fd_locked(std::move(fd));
@@ -227,6 +231,8 @@ void Connection::after_handshake_step() {
       }
       break;
   }
+  // The connect timeout covers connecting, TLS and the handshake up to here.
+  deadlines_.set_connect(0);
   // A state change: every blocked thread looks again.
   notify_waiters();
   wake_pollers(PollerRegistry::Why::Progress);
@@ -299,7 +305,7 @@ void Connection::on_end_of_stream() {
 
 void Connection::reap() {
   CompletionList finished;
-  if (!reader_slot_.acquire_or_owe_reap()) return;  // the reader's owner reaps on release
+  if (!reader_slot_.acquire_or_owe(ReaderSlot::kReap)) return;  // its owner reaps on release
   reap_with_reader(finished);
   release_reader(finished);
 }
@@ -311,18 +317,116 @@ void Connection::reap_with_reader(CompletionList &finished) {
     writer_.clear(finished);
   }
   // As libnbd reports them: a command the ended connection strands failed with ENOTCONN,
-  // whatever ended it (nbd_aio_in_flight(3)).
+  // whatever ended it (nbd_aio_in_flight(3)); but ETIMEDOUT when a timeout ended it
+  // (DUPLEXNBD_TIMEOUT_CLOSE_CONNECTION).
+  const int err = fatal_error().errnum == ETIMEDOUT ? ETIMEDOUT : ENOTCONN;
   for (Command *c : table_.take_all_in_flight()) {
-    if (c->error == 0) c->error = ENOTCONN;
+    if (c->error == 0) c->error = err;
     if (c->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) finished.push(c);
   }
 }
 
 void Connection::release_reader(CompletionList &finished, CompletionQueue::Budget *budget) {
-  while (reader_slot_.release_or_reap()) reap_with_reader(finished);
+  while (unsigned work = reader_slot_.release_or_owed()) {
+    if (work & ReaderSlot::kAbandon) abandon_with_reader(finished);
+    if (work & ReaderSlot::kReap) reap_with_reader(finished);
+  }
   // Nobody drives an ended connection: what was handed off completes now too.
   if (ended()) finish_handed_off();
   finish_completed(finished, budget);
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts and cancellation (duplexnbd.h).
+
+bool Connection::abandon(uint64_t cookie, int errnum) {
+  CompletionList finished;
+  bool on_wire = false;
+  {
+    std::lock_guard lock(writer_.mutex);
+    Command *c = table_.find(cookie);
+    if (!c || c->ghost) return false;
+    if (writer_.queued_unsent(c) && table_.abandon(c)) {
+      // Never sent, and now never will be; no reply can come for it.
+      writer_.drop_unsent(c);
+      c->error = errnum;
+      c->refs.store(0, std::memory_order_relaxed);
+      finished.push(c);
+    } else {
+      on_wire = true;
+      std::lock_guard alock(abandon_mutex_);
+      abandon_requests_.emplace_back(cookie, errnum);
+    }
+  }
+  if (on_wire && reader_slot_.acquire_or_owe(ReaderSlot::kAbandon)) {
+    abandon_with_reader(finished);
+    release_reader(finished);
+    return true;
+  }
+  finish_completed(finished);
+  return true;
+}
+
+void Connection::abandon_with_reader(CompletionList &finished) {
+  std::vector<std::pair<uint64_t, int>> requests;
+  {
+    std::lock_guard lock(abandon_mutex_);
+    requests.swap(abandon_requests_);
+  }
+  std::lock_guard lock(writer_.mutex);
+  for (auto [cookie, errnum] : requests) {
+    // Completed meanwhile (its reply came first), or already abandoned: nothing to do.
+    Command *c = table_.find(cookie);
+    if (!c || c->ghost) continue;
+    // The ghost takes the command's place on the wire: its references, the rest of its
+    // request and its reply.  The command itself completes now, as any other.
+    auto *g = new Command;
+    g->ghost = true;
+    g->cookie = c->cookie;
+    g->type = c->type;
+    g->flags = c->flags;
+    g->offset = c->offset;
+    g->count = c->count;
+    g->payload_len = c->payload_len;
+    g->reply_started = c->reply_started;
+    g->data_seen = c->data_seen;
+    g->refs.store(c->refs.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    writer_.retarget(c, g);
+    table_.replace_with_ghost(c, g);
+    reader_.replace(c, g);
+    c->error = errnum;
+    c->refs.store(0, std::memory_order_relaxed);
+    finished.push(c);
+  }
+}
+
+bool Connection::expire_due() {
+  const int64_t next = deadlines_.next(), connect_at = deadlines_.connect();
+  if (next == 0 && connect_at == 0) return false;
+  const int64_t now = Deadlines::now();
+  bool expired = false;
+  if (connect_at != 0 && now >= connect_at) {
+    deadlines_.set_connect(0);
+    if (h_.state() == State::Connecting) {
+      fail(make_error(ETIMEDOUT, "connection timed out"));
+      expired = true;
+    }
+  }
+  if (next == 0 || now < next) return expired;
+  std::vector<uint64_t> due;
+  deadlines_.take_due(now, due);
+  const bool close = h_.timeout_policy.load(std::memory_order_relaxed) != 0;
+  for (uint64_t cookie : due) {
+    if (!table_.is_in_flight(cookie)) continue;
+    expired = true;
+    if (close) {
+      // DUPLEXNBD_TIMEOUT_CLOSE_CONNECTION: the handle dies, and every command with it.
+      fail(make_error(ETIMEDOUT, "command timed out: closing the connection"));
+      break;
+    }
+    (void)abandon(cookie, ETIMEDOUT);
+  }
+  return expired;
 }
 
 }  // namespace duplexnbd

@@ -9,11 +9,14 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "core/status.h"
 #include "engine/command.h"
 #include "engine/command_table.h"
 #include "engine/completion_queue.h"
+#include "engine/deadlines.h"
 #include "engine/issue_gate.h"
 #include "engine/negotiated.h"
 #include "engine/poller_registry.h"
@@ -110,6 +113,15 @@ public:
   // Kills the connection: every command completes with its error (or ENOTCONN).
   void fail(const Error &e);
 
+  // ---- Extensions (duplexnbd.h).
+  // Completes the command with `errnum` now, whatever the server does: a request not sent
+  // yet is never sent, one in flight is left to a ghost that throws its reply away (see
+  // Command::ghost).  False (nothing done) if `cookie` is not a command in flight.
+  bool abandon(uint64_t cookie, int errnum);
+  // Every thread blocked in a wait or nbd_poll on the handle that began before returns
+  // EINTR.  Async-signal-safe.
+  void interrupt() { pollers_.interrupt(); }
+
   // Statistics (nbd_stats_*).
   std::atomic<uint64_t> bytes_sent{0}, chunks_sent{0}, bytes_received{0}, chunks_received{0};
 
@@ -133,6 +145,11 @@ private:
   // Reaps the ended connection's commands now, or leaves it to the reader's owner.
   void reap();
   void reap_with_reader(CompletionList &finished);   // reader slot held
+  // Replaces the commands asked for by abandon() with ghosts.  Reader slot held.
+  void abandon_with_reader(CompletionList &finished);
+  // Completes the commands whose deadline passed, or fails a connect that took too long.
+  // True if anything expired.
+  bool expire_due();
   // Every release of the reader slot goes through here: a reap owed meanwhile is done
   // before the slot is free, and what finished is completed after.
   void release_reader(CompletionList &finished, CompletionQueue::Budget *budget = nullptr);
@@ -158,7 +175,8 @@ private:
   // One round of polling the socket (and the calling thread's wake-up, and `extra_fd`)
   // and running what is ready.  nbd_poll gives a budget of one completion callback; the
   // blocking callers' leader runs them all.
-  Result<int> poll_round(int timeout_ms, int extra_fd, CompletionQueue::Budget *budget);
+  Result<int> poll_round(int timeout_ms, int extra_fd, CompletionQueue::Budget *budget,
+                         unsigned interrupts_at_start);
   // Wakes blocked callers whose condition now holds (all of them on a state change).
   void notify_waiters();
   void wake_pollers(PollerRegistry::Why why) { pollers_.wake(why); }
@@ -192,6 +210,10 @@ private:
   mutable std::atomic<bool> write_observed_{false};
   std::atomic<bool> disconnect_requested_{false};  // set with the writer's mutex held
 
+  Deadlines deadlines_;
+  std::mutex abandon_mutex_;
+  std::vector<std::pair<uint64_t, int>> abandon_requests_;  // guarded by abandon_mutex_
+
   mutable std::mutex fatal_mutex_;
   Error fatal_;  // guarded by fatal_mutex_; the state moves to Dead/Closed under it too
 
@@ -205,6 +227,7 @@ private:
   std::thread::id leader_id_;                           // guarded by wait_mutex_
   const std::function<bool()> *leader_done_ = nullptr;  // guarded by wait_mutex_
   transport::Wakeup *leader_wakeup_ = nullptr;          // guarded by wait_mutex_
+  unsigned followers_interrupts_ = 0;  // interrupts the followers were woken for; wait_mutex_
   std::atomic<int> waiters_{0};
 };
 

@@ -27,6 +27,7 @@ class PollerRegistry {
 public:
   struct Poller {
     transport::Wakeup *wakeup = nullptr;
+    int slot = -1;  // its place in slots_, if it got one
     // The poller asks for POLLOUT this round: a newly queued request reaches it through
     // the socket's writability, without a wake-up.  Written by the poller only.
     std::atomic<bool> polls_write{false};
@@ -38,6 +39,10 @@ public:
   // signal may be left in it from an earlier wait: callers drain it before they look at
   // what they wait for.
   static transport::Wakeup *thread_wakeup();
+
+  PollerRegistry() {
+    for (auto &s : slots_) s.store(-1, std::memory_order_relaxed);
+  }
 
   void enter(Poller &p);
   void leave(Poller &p);
@@ -51,7 +56,23 @@ public:
   };
   void wake(Why why);
 
+  // duplexnbd_interrupt: every registered poller is woken, and every wait that began
+  // before returns EINTR (each compares interrupt_count() with the count it began with).
+  // Async-signal-safe: an atomic increment and write(2)s to the slots' descriptors, no
+  // lock.  A poller that found no free slot polls with a bounded timeout instead.
+  void interrupt();
+  unsigned interrupt_count() const { return interrupts_.load(std::memory_order_seq_cst); }
+  static constexpr int kSlots = 16;
+  // How long a poller without a slot may sleep before it looks at interrupt_count().
+  static constexpr int kUnslottedPollMs = 100;
+
 private:
+  // The wake-up descriptors of registered pollers, readable without a lock.  Per-thread
+  // wake-ups are never closed but pooled when their thread ends (see thread_wakeup), so a
+  // descriptor read here just before its poller left is still one of ours: at worst a
+  // stale signal makes one poll return early.
+  std::atomic<int> slots_[kSlots];
+  std::atomic<unsigned> interrupts_{0};
   std::mutex mutex_;
   Poller *head_ = nullptr;  // guarded by mutex_
   std::atomic<int> count_{0};

@@ -12,16 +12,20 @@
 namespace duplexnbd {
 
 Result<int> Connection::poll_once(int timeout_ms, int extra_fd) {
+  const unsigned interrupts = pollers_.interrupt_count();
   // A signal left over from an earlier wait is stale: nothing can signal this thread for
   // this round before it registers below.
   if (transport::Wakeup *w = PollerRegistry::thread_wakeup()) w->drain_if_pending();
   // nbd_poll runs one completion callback per call (see CompletionQueue).
   CompletionQueue::Budget one;
-  return poll_round(timeout_ms, extra_fd, &one);
+  return poll_round(timeout_ms, extra_fd, &one, interrupts);
 }
 
-Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue::Budget *budget) {
+Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue::Budget *budget,
+                                   unsigned interrupts_at_start) {
+  const int caller_timeout = timeout_ms;
   batching_.note_driver();
+  expire_due();
   // Every round starts with what was handed off to the next driver: progress enough
   // without asking the kernel (the leader's own command may be among them).
   if (completions_.handed_off()) {
@@ -54,6 +58,11 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
     pollers_.leave(me);
     return 1;
   }
+  if (pollers_.interrupt_count() != interrupts_at_start) {
+    // duplexnbd_interrupt before we registered (see PollerRegistry::interrupt).
+    pollers_.leave(me);
+    return make_error(EINTR, "interrupted");
+  }
   if (dir & LIBNBD_AIO_DIRECTION_WRITE) me.polls_write.store(true, std::memory_order_relaxed);
   struct pollfd fds[3];
   nfds_t n = 0;
@@ -67,15 +76,28 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
     // No wake-up for this thread (eventfd and pipe both failed): look again often.
     timeout_ms = 10;
   }
+  if (me.slot < 0 && (timeout_ms < 0 || timeout_ms > PollerRegistry::kUnslottedPollMs))
+    timeout_ms = PollerRegistry::kUnslottedPollMs;  // interrupts cannot reach it otherwise
   if (extra_fd >= 0) fds[n++] = {extra_fd, POLLIN, 0};
+  // Deadlines (duplexnbd_set_request_timeout, _connect_timeout) end the poll in time.
+  timeout_ms = deadlines_.bound(timeout_ms);
   int r = ::poll(fds, n, timeout_ms);
   const int poll_errno = errno;
   pollers_.leave(me);
+  if (pollers_.interrupt_count() != interrupts_at_start) {
+    if (wake_index >= 0) me.wakeup->drain();
+    return make_error(EINTR, "interrupted");
+  }
+  if (r == 0) {
+    if (expire_due() && h_.state() == State::Dead) return fatal_error();
+    // Only the caller's own timeout is a timeout; a shorter one of ours (a deadline, a
+    // thread without a wake-up) ended a round the caller should simply repeat.
+    return (caller_timeout >= 0 && timeout_ms >= caller_timeout) ? 0 : 1;
+  }
   if (r < 0) {
     if (poll_errno == EINTR) return 0;
     return make_error(poll_errno, "poll");
   }
-  if (r == 0) return 0;
   const bool woken = wake_index >= 0 && (fds[wake_index].revents & POLLIN);
   if (woken) me.wakeup->drain();
   const short rev = fds[0].revents;
@@ -123,6 +145,7 @@ void Connection::notify_waiters() {
 }
 
 Status Connection::wait_until(const std::function<bool()> &done) {
+  const unsigned interrupts = pollers_.interrupt_count();
   waiters_.fetch_add(1, std::memory_order_acq_rel);
   transport::Wakeup *wakeup = PollerRegistry::thread_wakeup();
   std::unique_lock lock(wait_mutex_);
@@ -133,6 +156,10 @@ Status Connection::wait_until(const std::function<bool()> &done) {
     // ends the next poll (notify_waiters signals with wait_mutex_ held).
     if (leading && wakeup) wakeup->drain_if_pending();
     if (done()) break;
+    if (pollers_.interrupt_count() != interrupts) {
+      result = make_error(EINTR, "interrupted");
+      break;
+    }
     State s = h_.state();
     if (s == State::Dead) {
       result = fatal_error();
@@ -163,8 +190,15 @@ Status Connection::wait_until(const std::function<bool()> &done) {
     // The leader keeps the lead until its own condition holds: handing it over after
     // every poll round would cost a wake-up per round.
     lock.unlock();
-    auto r = (direction() == 0) ? Result<int>(0) : poll_round(-1, -1, nullptr);
+    auto r = (direction() == 0) ? Result<int>(0) : poll_round(-1, -1, nullptr, interrupts);
     lock.lock();
+    // Followers sleep on semaphores, which an interrupt cannot reach from a signal
+    // handler: the leader, woken through its slot, wakes them all to look for themselves.
+    const unsigned now_interrupts = pollers_.interrupt_count();
+    if (now_interrupts != followers_interrupts_) {
+      followers_interrupts_ = now_interrupts;
+      WaitList::post(followers_.take_done(true));
+    }
     if (!r) {
       result = r.take_error();
       break;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <mutex>
+#include <utility>
 
 namespace duplexnbd {
 
@@ -14,11 +15,19 @@ namespace duplexnbd {
 // it owed when it releases and does it before anyone else can take the slot.  Nothing is
 // ever left unreaped, and nobody blocks on the reader.
 //
+// Work requested while the slot is busy is owed in the same way (see Work).
+//
 // This is also how re-entry is handled: a callback that calls back into the reader (a
 // notify or a poll from inside a chunk callback) finds the slot taken by its own thread
 // and returns at once.
 class ReaderSlot {
 public:
+  // Work that only the slot's owner may do, and that may be owed to it.
+  enum Work : unsigned {
+    kReap = 1,     // the connection ended: complete every command it holds
+    kAbandon = 2,  // commands timed out or cancelled: detach them from the wire
+  };
+
   // Takes the slot if free.
   bool try_acquire() {
     std::lock_guard lock(mutex_);
@@ -27,34 +36,31 @@ public:
     return true;
   }
 
-  // Takes the slot to reap, or, if it is taken, owes the reap to its owner.  True when
-  // the caller holds the slot and must reap.
-  bool acquire_or_owe_reap() {
+  // Takes the slot to do `work`, or, if it is taken, owes the work to its owner.  True
+  // when the caller holds the slot and must do it.
+  bool acquire_or_owe(unsigned work) {
     std::lock_guard lock(mutex_);
     if (busy_) {
-      reap_owed_ = true;
+      owed_ |= work;
       return false;
     }
     busy_ = true;
     return true;
   }
 
-  // Releases the slot, unless a reap was owed meanwhile: then the caller keeps the slot,
-  // must reap, and release again.  True means "reap now".
-  [[nodiscard]] bool release_or_reap() {
+  // Releases the slot, unless work was owed meanwhile: then the caller keeps the slot,
+  // must do the work returned, and call again.  0 means released.
+  [[nodiscard]] unsigned release_or_owed() {
     std::lock_guard lock(mutex_);
-    if (reap_owed_) {
-      reap_owed_ = false;
-      return true;
-    }
+    if (owed_ != 0) return std::exchange(owed_, 0u);
     busy_ = false;
-    return false;
+    return 0;
   }
 
 private:
   std::mutex mutex_;
-  bool busy_ = false;       // guarded by mutex_
-  bool reap_owed_ = false;  // guarded by mutex_
+  bool busy_ = false;    // guarded by mutex_
+  unsigned owed_ = 0;    // guarded by mutex_
 };
 
 }  // namespace duplexnbd

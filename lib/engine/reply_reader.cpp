@@ -50,6 +50,12 @@ void ReplyReader::reset() {
   mid_reply_.store(false, std::memory_order_release);
 }
 
+void ReplyReader::replace(Command *c, Command *ghost) {
+  if (cur_ != c) return;
+  cur_ = ghost;
+  data_dst_ = nullptr;
+}
+
 Result<bool> ReplyReader::fill(transport::Transport &t, size_t want, uint64_t &bytes_received,
                                size_t cap) {
   if (head_ == tail_) {
@@ -227,7 +233,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     }
     if (cur_->type == wire::kCmdRead) {
       cur_->before_fill(0);
-      data_dst_ = static_cast<uint8_t *>(cur_->read_buf);
+      data_dst_ = cur_->ghost ? nullptr : static_cast<uint8_t *>(cur_->read_buf);
       data_offset_ = cur_->offset;
       data_len_ = data_left_ = cur_->count;
       step_ = Step::Data;
@@ -302,6 +308,8 @@ Status ReplyReader::on_data_prefix() {
     // Outside the request: keep the caller's buffer untouched.
     set_cmd_error(c, EPROTO);
     data_dst_ = nullptr;
+  } else if (c->ghost) {
+    data_dst_ = nullptr;  // nobody wants it any more
   } else {
     c->before_fill(p->offset - c->offset);
     data_dst_ = static_cast<uint8_t *>(c->read_buf) + (p->offset - c->offset);
@@ -343,7 +351,7 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
     if (c->type != wire::kCmdRead || !hole || hole->length == 0 || hole->offset < c->offset ||
         hole->offset - c->offset > c->count || hole->length > c->count - (hole->offset - c->offset)) {
       set_cmd_error(c, EPROTO);
-    } else {
+    } else if (!c->ghost) {
       const uint64_t at = hole->offset - c->offset;
       uint8_t *dst = static_cast<uint8_t *>(c->read_buf) + at;
       c->before_fill(at);

@@ -39,6 +39,9 @@ public:
 
   // Forgets a half-parsed reply (connection death; the command is failed by the caller).
   void reset();
+  // `ghost` takes `c`'s place; if `c`'s reply is being parsed, the rest of it is thrown
+  // away instead of reaching `c`'s buffer or callbacks.
+  void replace(Command *c, Command *ghost);
   bool mid_reply() const { return mid_reply_.load(std::memory_order_acquire); }
   // Bytes of requests (headers and write payloads) answered so far: what the server has
   // certainly read off the socket.  Only grows.

@@ -91,6 +91,35 @@ void RequestWriter::clear(CompletionList &finished) {
   deferred_.store(false, std::memory_order_release);
 }
 
+bool RequestWriter::queued_unsent(const Command *c) const {
+  for (const WriteEntry &e : queue_)
+    if (e.cmd == c) return e.sent == 0;
+  return false;
+}
+
+void RequestWriter::drop_unsent(Command *c) {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->cmd != c || it->sent != 0) continue;
+    if (deferred_bytes_ >= it->total()) deferred_bytes_ -= it->total();
+    queue_.erase(it);
+    pending_.store(!queue_.empty(), std::memory_order_release);
+    if (queue_.empty()) deferred_.store(false, std::memory_order_release);
+    return;
+  }
+}
+
+void RequestWriter::retarget(Command *c, Command *ghost) {
+  for (WriteEntry &e : queue_) {
+    if (e.cmd != c) continue;
+    if (e.payload_len) {
+      ghost->owned_payload.assign(e.payload, e.payload + e.payload_len);
+      e.payload = ghost->owned_payload.data();
+    }
+    e.cmd = ghost;
+    return;
+  }
+}
+
 void RequestWriter::abandon_unsent(CommandTable &table, CompletionList &finished) {
   std::deque<WriteEntry> kept;
   for (WriteEntry &e : queue_) {

@@ -53,6 +53,16 @@ public:
   // references go here. A half-sent request stays, or the stream would be corrupt.
   void abandon_unsent(CommandTable &table, CompletionList &finished);
 
+  // For a command that timed out or was cancelled, and so leaves the caller's hands:
+  // whether it is queued with no byte of it sent, and then dropping that entry (the
+  // caller then owns the writer reference).
+  bool queued_unsent(const Command *c) const;
+  void drop_unsent(Command *c);
+  // Its request is partly sent: the rest goes out from `ghost`, which takes the entry (and
+  // the writer reference) and a copy of the payload, so the caller's buffer is never read
+  // again.  Nothing happens if the command is not queued.
+  void retarget(Command *c, Command *ghost);
+
   // Lock-free views for nbd_aio_get_direction and the pollers.
   bool pending() const { return pending_.load(std::memory_order_acquire); }
   // Everything queued was deferred and no send was tried since.

@@ -42,6 +42,7 @@ unsigned Connection::direction() const {
 
 unsigned Connection::direction_for_poll() {
   batching_.note_driver();
+  expire_due();
   flush_queued(Flush::Deferred);
   return direction();
 }
@@ -54,12 +55,14 @@ bool Connection::processing() const {
 
 Status Connection::notify_read() {
   batching_.note_driver();
+  expire_due();
   finish_handed_off();
   return read_side(nullptr);
 }
 
 Status Connection::notify_write() {
   batching_.note_driver();
+  expire_due();
   return write_side(nullptr);
 }
 
@@ -250,6 +253,12 @@ Result<uint64_t> Connection::issue(CommandPtr cmd) {
   }
   bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
   chunks_sent.fetch_add(1, std::memory_order_relaxed);
+  // duplexnbd_set_request_timeout: the command's deadline, by cookie (the command itself
+  // may be gone by the time it passes).  A new earliest deadline shortens the polls.
+  if (uint32_t ms = h_.request_timeout_ms.load(std::memory_order_relaxed)) {
+    if (deadlines_.add(Deadlines::now() + int64_t(ms) * 1000000, cookie))
+      wake_pollers(PollerRegistry::Why::Progress);
+  }
   // From here on another thread may call back for the command and free it; only what
   // this thread's send finished (perhaps the command itself) is still ours, and goes to
   // the next thread that drives the handle: libnbd never calls back inside the aio call.

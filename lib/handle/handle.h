@@ -37,6 +37,11 @@ struct nbd_handle {
   std::atomic<uintptr_t> private_data{0};
   std::atomic<uint32_t> strict{LIBNBD_STRICT_MASK};
 
+  // The extensions of duplexnbd.h (0: no timeout, the default, as libnbd).
+  std::atomic<uint32_t> request_timeout_ms{0};
+  std::atomic<uint32_t> connect_timeout_ms{0};
+  std::atomic<int> timeout_policy{0};  // DUPLEXNBD_TIMEOUT_KEEP_CONNECTION
+
   // Created by the first connect call; lives until nbd_close.
   std::unique_ptr<duplexnbd::Connection> connection;
 

@@ -14,9 +14,9 @@ namespace duplexnbd::tls {
 
 namespace {
 
-// libnbd's default priority strings; PSK key exchanges are not in NORMAL.
-constexpr const char kCertPriority[] = "NORMAL";
-constexpr const char kPskPriority[] = "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK";
+// The PSK key exchanges, which NORMAL (the default priority) lacks: a PSK session adds
+// them to whatever priority string is in force, as libnbd does.
+constexpr const char kPskExchanges[] = ":+ECDHE-PSK:+DHE-PSK:+PSK";
 
 // The system-wide directory searched for root, as libnbd built with sysconfdir=/etc.
 constexpr const char kSystemPkiDir[] = "/etc/pki/libnbd";
@@ -89,7 +89,7 @@ Result<bool> load_certificate_directory(const TlsConfig &config, Credentials &cr
 
 Status set_up_certificates(gnutls_session_t session, const TlsConfig &config,
                            Credentials &creds) {
-  int err = gnutls_priority_set_direct(session, kCertPriority, nullptr);
+  int err = gnutls_priority_set_direct(session, config.priority.c_str(), nullptr);
   if (err < 0)
     return gnutls_error("gnutls_priority_set_direct", err);
 
@@ -159,7 +159,8 @@ Result<std::string> lookup_psk(const std::string &file, const std::string &usern
 }
 
 Status set_up_psk(gnutls_session_t session, const TlsConfig &config, Credentials &creds) {
-  int err = gnutls_priority_set_direct(session, kPskPriority, nullptr);
+  const std::string priority = config.priority + kPskExchanges;
+  int err = gnutls_priority_set_direct(session, priority.c_str(), nullptr);
   if (err < 0)
     return gnutls_error("gnutls_priority_set_direct", err);
 

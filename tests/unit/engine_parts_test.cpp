@@ -81,21 +81,30 @@ TEST(ReaderSlot, ASecondReaderFindsItTaken) {
   ReaderSlot s;
   ASSERT_TRUE(s.try_acquire());
   EXPECT_FALSE(s.try_acquire());  // another thread, or a callback of the owner
-  EXPECT_FALSE(s.release_or_reap());
+  EXPECT_FALSE(s.release_or_owed());
   EXPECT_TRUE(s.try_acquire());
-  EXPECT_FALSE(s.release_or_reap());
+  EXPECT_FALSE(s.release_or_owed());
 }
 
 TEST(ReaderSlot, AReapThatFindsItTakenIsOwedToTheOwner) {
   ReaderSlot s;
   ASSERT_TRUE(s.try_acquire());
-  EXPECT_FALSE(s.acquire_or_owe_reap());  // the owner will do it
+  EXPECT_FALSE(s.acquire_or_owe(ReaderSlot::kReap));  // the owner will do it
   EXPECT_FALSE(s.try_acquire());
-  EXPECT_TRUE(s.release_or_reap());       // so the owner keeps the slot and reaps
+  EXPECT_EQ(s.release_or_owed(), ReaderSlot::kReap);  // so the owner keeps the slot and reaps
   EXPECT_FALSE(s.try_acquire());          // still held meanwhile
-  EXPECT_FALSE(s.release_or_reap());      // owed once, done once
-  EXPECT_TRUE(s.acquire_or_owe_reap());   // free: the reaper takes it itself
-  EXPECT_FALSE(s.release_or_reap());
+  EXPECT_FALSE(s.release_or_owed());      // owed once, done once
+  EXPECT_TRUE(s.acquire_or_owe(ReaderSlot::kReap));   // free: the reaper takes it itself
+  EXPECT_FALSE(s.release_or_owed());
+}
+
+TEST(ReaderSlot, OwedWorkAccumulates) {
+  ReaderSlot s;
+  ASSERT_TRUE(s.try_acquire());
+  EXPECT_FALSE(s.acquire_or_owe(ReaderSlot::kAbandon));
+  EXPECT_FALSE(s.acquire_or_owe(ReaderSlot::kReap));
+  EXPECT_EQ(s.release_or_owed(), ReaderSlot::kAbandon | ReaderSlot::kReap);
+  EXPECT_EQ(s.release_or_owed(), 0u);
 }
 
 TEST(ReaderSlot, EveryOwedReapIsDoneUnderContention) {
@@ -104,14 +113,14 @@ TEST(ReaderSlot, EveryOwedReapIsDoneUnderContention) {
   auto reaper = [&] {
     for (int i = 0; i < 20000; ++i) {
       owed++;
-      if (!s.acquire_or_owe_reap()) continue;
-      do done++; while (s.release_or_reap());
+      if (!s.acquire_or_owe(ReaderSlot::kReap)) continue;
+      do done++; while (s.release_or_owed());
     }
   };
   auto reader = [&] {
     for (int i = 0; i < 20000; ++i) {
       if (!s.try_acquire()) continue;
-      while (s.release_or_reap()) done++;
+      while (s.release_or_owed()) done++;
     }
   };
   std::thread a(reaper), b(reaper), c(reader);
@@ -123,7 +132,7 @@ TEST(ReaderSlot, EveryOwedReapIsDoneUnderContention) {
   EXPECT_GT(done.load(), 0);
   EXPECT_LE(done.load(), owed.load());
   EXPECT_TRUE(s.try_acquire());
-  EXPECT_FALSE(s.release_or_reap());
+  EXPECT_FALSE(s.release_or_owed());
 }
 
 // ---------------------------------------------------------------- PollerRegistry
