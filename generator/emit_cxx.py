@@ -149,7 +149,7 @@ def _ret(call: M.Call) -> tuple[str, list[str]]:
 
 
 def _doc_lines(call: M.Call) -> list[str]:
-    lines = [f"  /// nbd_{call.name}: {' '.join(call.summary.split())}"]
+    lines = [f"  /// {call.c_name}: {' '.join(call.summary.split())}"]
     if any(isinstance(a, (M.BytesPersistIn, M.BytesPersistOut)) for a in call.args):
         lines.append("  /// The buffer must stay valid (and untouched) until the command retires.")
     return lines
@@ -175,6 +175,10 @@ def method(call: M.Call) -> list[str]:
     invoke = f"::{call.c_name}({', '.join(cargs)})"
     if call.ret is M.RVoid or call.ret.c_type == "void":
         out.append(f"    {invoke};")
+    elif call.ret is M.RErr and not call.may_set_error:
+        # Fails only for a NULL handle, which a Handle never passes, and records nothing.
+        out.append(f"    (void){invoke};")
+        after = [a for a in after if "result_" not in a] or ["finish_(false);"]
     else:
         out.append(f"    auto result_ = {invoke};")
     for s in after:
@@ -238,8 +242,10 @@ HEAD = """\
 #pragma once
 
 #include <libnbd.h>
+#include <duplexnbd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -382,6 +388,26 @@ public:
 
 """
 
+# The duplexnbd timeouts as std::chrono durations (rounded up to whole milliseconds, so
+# that a non-zero duration never becomes "no timeout"; capped at UINT32_MAX ms).
+CHRONO_TIMEOUTS = """\
+  template <typename Rep, typename Period>
+  void set_request_timeout(std::chrono::duration<Rep, Period> d) {
+    set_request_timeout(to_ms_(d));
+  }
+  std::chrono::milliseconds request_timeout() {
+    return std::chrono::milliseconds(get_request_timeout());
+  }
+  template <typename Rep, typename Period>
+  void set_connect_timeout(std::chrono::duration<Rep, Period> d) {
+    set_connect_timeout(to_ms_(d));
+  }
+  std::chrono::milliseconds connect_timeout() {
+    return std::chrono::milliseconds(get_connect_timeout());
+  }
+
+"""
+
 HANDLE_TAIL = """\
 private:
   struct nbd_handle *handle_or_throw_() const {
@@ -390,6 +416,14 @@ private:
     return h_;
   }
   detail::pending_slot *slot_() const noexcept { return pending_.get(); }
+
+  template <typename Rep, typename Period>
+  static uint32_t to_ms_(std::chrono::duration<Rep, Period> d) {
+    if (d <= d.zero())
+      return 0;
+    auto ms = std::chrono::ceil<std::chrono::milliseconds>(d).count();
+    return ms > int64_t(UINT32_MAX) ? UINT32_MAX : uint32_t(ms);
+  }
 
   // After every C call: a callback's exception is the root cause, so it wins over
   // the C error it provoked; the C error must be read before any other libnbd call.
@@ -420,6 +454,8 @@ def render(api) -> str:
     out.append(HANDLE_HEAD)
     for call in method_calls(api):
         out.append("\n".join(method(call)) + "\n")
+    if any(c.name == "set_request_timeout" and c.extension for c in api.calls):
+        out.append(CHRONO_TIMEOUTS)
     out.append(HANDLE_TAIL)
     return "".join(out)
 

@@ -153,7 +153,7 @@ def _state_table(call: M.Call) -> list[str]:
 
 
 def render_page(api, call: M.Call) -> str:
-    names = {c.name for c in api.calls}
+    names = {c.name: c.c_name for c in api.calls}
     link = lambda t: _linkify(t, names, call.name)  # noqa: E731
     out = [f"<!-- {GENERATED_NOTE} -->",
            "<!-- SPDX-License-Identifier: LGPL-2.1-or-later -->",
@@ -165,7 +165,7 @@ def render_page(api, call: M.Call) -> str:
            "## Synopsis",
            "",
            "```c",
-           "#include <libnbd.h>",
+           "#include <duplexnbd.h>" if call.extension else "#include <libnbd.h>",
            "",
            wrapped_prototype(call, prefix="") + ";",
            "```",
@@ -184,9 +184,12 @@ def render_page(api, call: M.Call) -> str:
     out += ["## Return value", "", link(_return_text(call)), ""]
     out += ["## Errors", "", _errors_text(call), ""]
     out += ["## Handle state", ""] + _state_table(call) + [""]
+    added = (f"A duplexnbd extension, declared in `<duplexnbd.h>` (symbol version "
+             "`DUPLEXNBD_1.0`); libnbd has no such call." if call.extension else
+             f"Added in libnbd {_version(call.first_version)} (symbol version "
+             f"`{M.node_name(call.first_version)}`).")
     out += ["## Version", "",
-            f"Added in libnbd {_version(call.first_version)} (symbol version "
-            f"`{M.node_name(call.first_version)}`).  To check for it at compile time:",
+            added + "  To check for it at compile time:",
             "",
             "```c",
             f"#ifdef {have_macro(call)}",
@@ -194,7 +197,9 @@ def render_page(api, call: M.Call) -> str:
             ""]
     see = [s for s in call.see_also if s != call.name]
     if see:
-        items = [f"[nbd_{s}](nbd_{s}.md)" if s in names else f"nbd_{s}" for s in see]
+        def cname(n: str) -> str:
+            return names[n] if n in names else f"nbd_{n}"
+        items = [f"[{cname(s)}]({cname(s)}.md)" if s in names else cname(s) for s in see]
         out += ["## See also", "", ", ".join(items) + ", [index](index.md)", ""]
     else:
         out += ["## See also", "", "[index](index.md)", ""]
@@ -207,15 +212,23 @@ def render_index(api) -> str:
            "",
            "# libnbd API reference",
            "",
-           f"{len(api.calls)} calls, grouped by the libnbd release that introduced them "
-           "(which is also their symbol version).",
+           f"{sum(not c.extension for c in api.calls)} calls of libnbd, grouped by the "
+           "release that introduced them (which is also their symbol version), then "
+           "duplexnbd's own extensions.",
            ""]
     by_version: dict[tuple[int, int], list[M.Call]] = {}
     for c in api.calls:
-        by_version.setdefault(c.first_version, []).append(c)
+        if not c.extension:
+            by_version.setdefault(c.first_version, []).append(c)
     for v in sorted(by_version):
         out += [f"## libnbd {_version(v)}", ""]
         for c in sorted(by_version[v], key=lambda c: c.name):
+            out.append(f"- [{c.c_name}]({c.c_name}.md) — {' '.join(c.summary.split())}")
+        out.append("")
+    ext = [c for c in api.calls if c.extension]
+    if ext:
+        out += ["## duplexnbd extensions (`<duplexnbd.h>`, `DUPLEXNBD_1.0`)", ""]
+        for c in sorted(ext, key=lambda c: c.name):
             out.append(f"- [{c.c_name}]({c.c_name}.md) — {' '.join(c.summary.split())}")
         out.append("")
     return "\n".join(out)

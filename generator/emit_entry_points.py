@@ -319,6 +319,7 @@ def emit_entry_points(calls: list[m.Call]) -> str:
         "#include \"handle/debug.h\"",
         "#include \"handle/error.h\"",
         "#include \"libnbd.h\"",
+        "#include \"duplexnbd.h\"",
         "",
         "#define DUPLEXNBD_EXPORT __attribute__((visibility(\"default\")))",
         "",
@@ -326,10 +327,26 @@ def emit_entry_points(calls: list[m.Call]) -> str:
     for c in calls:
         if c.name == "create":
             out.append(emit_create(c))
+        elif c.signal_safe:
+            out.append(emit_signal_safe(c))
         else:
             out.append(emit_entry(c))
         out.append("")
     return "\n".join(out)
+
+
+def emit_signal_safe(call: m.Call) -> str:
+    """An entry point callable from a signal handler: no call context, tracing, error
+    record, lock or allocation; only the handle pointer is checked."""
+    if call.args or call.optargs or not call.handle or call.ret is not m.RErr:
+        raise SystemExit(f"emit_entry_points: {call.c_name}: signal-safe calls take only "
+                         "the handle and return int")
+    return "\n".join([
+        f"extern \"C\" DUPLEXNBD_EXPORT int {call.c_name}(struct nbd_handle *h) {{",
+        "  if (h == nullptr) return -1;",
+        f"  return duplexnbd::api::{call.name}(*h);",
+        "}",
+    ])
 
 
 def emit_create(call: m.Call) -> str:

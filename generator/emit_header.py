@@ -104,6 +104,8 @@ def returns_heap_string(call: M.Call) -> bool:
 
 
 def have_macro(call: M.Call) -> str:
+    if call.extension:
+        return f"DUPLEXNBD_HAVE_{call.name.upper()}"
     return f"LIBNBD_HAVE_NBD_{call.name.upper()}"
 
 
@@ -317,7 +319,7 @@ def _null_closures(api) -> list[str]:
 
 
 def prototype_block(call: M.Call) -> list[str]:
-    out = [_c_comment(f"nbd_{call.name}: {call.summary}")]
+    out = [_c_comment(f"{call.c_name}: {call.summary}")]
     proto = wrapped_prototype(call)
     attrs = []
     if call.name == "create":
@@ -354,8 +356,54 @@ _LIFECYCLE = ("close", "create", "get_error", "get_errno")
 
 
 def header_order(api) -> list[M.Call]:
-    first = [c for n in _LIFECYCLE for c in api.calls if c.name == n]
-    return first + [c for c in api.calls if c.name not in _LIFECYCLE]
+    """libnbd's calls in libnbd.h's order (the extensions go to duplexnbd.h)."""
+    calls = [c for c in api.calls if not c.extension]
+    first = [c for n in _LIFECYCLE for c in calls if c.name == n]
+    return first + [c for c in calls if c.name not in _LIFECYCLE]
+
+
+EXTENSION_PREAMBLE = """\
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* {note} */
+
+/* duplexnbd.h: duplexnbd's own calls, beyond libnbd's API (see duplexnbd(3) and
+ * docs/extensions.md).  They live in symbol version DUPLEXNBD_1.0 and are never part
+ * of <libnbd.h>: a program that includes only <libnbd.h> is a plain libnbd program.
+ * Test for each call with its DUPLEXNBD_HAVE_* macro, or for the header with
+ * DUPLEXNBD_H.
+ */
+
+#ifndef DUPLEXNBD_H
+#define DUPLEXNBD_H
+
+#include <libnbd.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+"""
+
+EXTENSION_POSTAMBLE = """\
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* DUPLEXNBD_H */
+"""
+
+
+def render_extensions(api) -> str:
+    parts = [EXTENSION_PREAMBLE.format(note=GENERATED_NOTE)]
+    if api.extension_constants:
+        parts.append("/* duplexnbd_set_timeout_policy */")
+        for c in api.extension_constants:
+            parts.append(_define(f"DUPLEXNBD_TIMEOUT_{c.name}", str(c.value)))
+        parts.append("")
+    for call in api.calls:
+        if call.extension:
+            parts += prototype_block(call)
+    return "\n".join(parts) + "\n" + EXTENSION_POSTAMBLE.format()
 
 
 def render(api) -> str:
@@ -371,4 +419,7 @@ def render(api) -> str:
 
 
 def emit(api) -> dict[str, str]:
-    return {"include/libnbd.h": render(api)}
+    out = {"include/libnbd.h": render(api)}
+    if any(c.extension for c in api.calls):
+        out["include/duplexnbd.h"] = render_extensions(api)
+    return out

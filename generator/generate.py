@@ -18,7 +18,9 @@ path produced by two emitters is an error, so emitters cannot silently clobber e
 other.
 
 The `api` object every emitter receives (class `Api` below), all fields read-only:
-    calls          tuple[model.Call, ...]        table order (= header order)
+    calls          tuple[model.Call, ...]        table order (= header order), then the
+                                                 duplexnbd extensions (call.extension)
+    extension_constants tuple[model.Constant, ...]  DUPLEXNBD_TIMEOUT_<name> values
     enums          tuple[model.Enum, ...]
     flags          tuple[model.Flags, ...]
     int_constants  tuple[model.Constant, ...]    plain LIBNBD_<name> integer macros
@@ -71,6 +73,7 @@ class Api:
     version_nodes: tuple
     model: types.ModuleType
     extent_struct: Any = None
+    extension_constants: tuple = ()
     _by_name: dict = field(default_factory=dict, repr=False, compare=False)
 
     def call(self, name: str):
@@ -110,7 +113,7 @@ def load_api() -> Api:
     """Import generator/api and wrap it in an Api."""
     _setup_path()
     table = importlib.import_module("api")
-    calls = tuple(table.CALLS)
+    calls = tuple(table.CALLS) + tuple(getattr(table, "EXTENSION_CALLS", ()))
     m = _unify_model(calls)
 
     def opt(name):
@@ -135,6 +138,7 @@ def load_api() -> Api:
         version_nodes=tuple(m.VERSION_NODES),
         model=m,
         extent_struct=opt("EXTENT_STRUCT") or opt("NBD_EXTENT"),
+        extension_constants=tuple(getattr(table, "EXTENSION_CONSTANTS", ())),
         _by_name=by_name,
     )
 

@@ -265,10 +265,16 @@ class Call:
     handle: bool = True
     # Calls sharing a man-page "SEE ALSO".
     see_also: tuple[str, ...] = ()
+    # A duplexnbd-only call (duplexnbd.h, duplexnbd_<name>, version node DUPLEXNBD_1.0,
+    # DUPLEXNBD_HAVE_* macro); never part of libnbd's header or nodes.
+    extension: bool = False
+    # May be called from a signal handler: its entry point traces nothing, records no
+    # error, takes no lock and allocates nothing.
+    signal_safe: bool = False
 
     @property
     def c_name(self) -> str:
-        return f"nbd_{self.name}"
+        return f"duplexnbd_{self.name}" if self.extension else f"nbd_{self.name}"
 
 
 # Symbol version nodes, oldest first; each node's parent is the one before it.

@@ -12,7 +12,7 @@ kinds=("$@")
 [ "${#kinds[@]}" -eq 0 ] && kinds=(address thread)
 export DUPLEXNBD_DUPLEX_PROOF_MIB=${DUPLEXNBD_DUPLEX_PROOF_MIB:-64}
 # The concurrency tests: threads sharing one handle.
-concurrency='DuplexProof.*:StressTest.*:CompletionTest.*:FaultTest.*:EngineLifecycle.*'
+concurrency='DuplexProof.*:StressTest.*:CompletionTest.*:FaultTest.*:EngineLifecycle.*:Extensions.*'
 
 for kind in "${kinds[@]}"; do
   case "$kind" in

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from model import Call
 
-from . import aio, commands, connect, handle, info, negotiation, settings
+from . import aio, commands, connect, extensions, handle, info, negotiation, settings
 from .constants import (CLOSURES, ENUMS, EXTENT_STRUCT, FLAGS, INT_CONSTANTS,
                         METADATA_NAMESPACES, OPTIONAL_CLOSURES, STR_CONSTANTS,
                         STRICT_GATED_FLAGS, VALUE_FIRST_VERSION, MetaContext, MetaNamespace,
@@ -94,8 +94,14 @@ def _ordered() -> list[Call]:
 
 CALLS: list[Call] = _ordered()
 
+# duplexnbd's own calls (duplexnbd.h), kept apart so that CALLS is exactly libnbd's API.
+EXTENSION_CALLS: list[Call] = list(extensions.CALLS)
+EXTENSION_CONSTANTS = extensions.TIMEOUT_POLICIES
+if any(not c.extension for c in EXTENSION_CALLS) or any(c.extension for c in CALLS):
+    raise ValueError("api: extension calls belong in extensions.py, and only there")
+
 __all__ = [
-    "CALLS", "HEADER_ORDER", "MODULES",
+    "CALLS", "HEADER_ORDER", "MODULES", "EXTENSION_CALLS", "EXTENSION_CONSTANTS",
     "ENUMS", "FLAGS", "INT_CONSTANTS", "STR_CONSTANTS", "CLOSURES", "EXTENT_STRUCT",
     "METADATA_NAMESPACES", "OPTIONAL_CLOSURES", "STRICT_GATED_FLAGS",
     "VALUE_FIRST_VERSION",

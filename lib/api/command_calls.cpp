@@ -320,6 +320,17 @@ public:
     if (cookie < 0) return -1;
     Connection &conn = *h.connection;
     Status s = conn.wait_until([this] { return done(); });
+    if (!done() && !s && s.error().errnum == EINTR) {
+      // duplexnbd_interrupt: the call returns at once, its command cancelled (the
+      // caller's buffer is its own again); the connection goes on.
+      conn.abandon(uint64_t(cookie), EINTR);
+      wait_finished();
+      if (error_ == EINTR) {
+        set_error(s.error());
+        return -1;
+      }
+      s = {};  // it completed just before: report its own outcome
+    }
     if (!done()) {
       // The connection ended (or the wait failed) first.  The engine still owns the
       // command and might yet write into the caller's buffer: it must be finished before

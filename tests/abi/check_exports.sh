@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # ABI check: our libnbd.so.0 exports exactly the table's symbols, each under its version
-# node, with the node chain LIBNBD_1.0 <- ... <- 1.24, and every symbol@version Debian's
-# libnbd exports (the installed one; libnbd 1.24 is checked by check_libnbd_exports.sh).
+# node, with the node chain LIBNBD_1.0 <- ... <- 1.24 <- DUPLEXNBD_1.0 (the extensions of
+# duplexnbd.h, duplexnbd_* only), and every symbol@version Debian's libnbd exports (the
+# installed one; libnbd 1.24 is checked by check_libnbd_exports.sh).
 set -euo pipefail
 lib=$1
 map=$2
@@ -17,7 +18,7 @@ exports() {
 }
 
 # The map file as "name version".
-awk '/^[A-Z_0-9.]+ *\{/ {node=$1} /^ *nbd_[a-z0-9_]+;/ {gsub(/[ ;]/,""); print $0, node}' "$map" | sort >"$tmp/expected"
+awk '/^[A-Z_0-9.]+ *\{/ {node=$1} /^ *(nbd|duplexnbd)_[a-z0-9_]+;/ {gsub(/[ ;]/,""); print $0, node}' "$map" | sort >"$tmp/expected"
 exports "$lib" >"$tmp/ours"
 
 if ! diff -u "$tmp/expected" "$tmp/ours" >"$tmp/diff"; then
@@ -25,11 +26,11 @@ if ! diff -u "$tmp/expected" "$tmp/ours" >"$tmp/diff"; then
   cat "$tmp/diff"
   fail=1
 fi
-n=$(wc -l <"$tmp/ours")
-echo "ours: $n exported symbols"
+n=$(grep -c '^nbd_' "$tmp/ours" || true)
+echo "ours: $n nbd_* symbols, $(grep -c '^duplexnbd_' "$tmp/ours" || true) duplexnbd_* symbols"
 [ "$n" -eq 165 ] || { echo "FAIL: expected 165 nbd_* exports, found $n"; fail=1; }
-if grep -v '^nbd_' "$tmp/ours"; then
-  echo "FAIL: symbols other than nbd_* are exported"
+if grep -Ev '^(nbd_[a-z0-9_]+ LIBNBD_|duplexnbd_[a-z0-9_]+ DUPLEXNBD_1\.0$)' "$tmp/ours"; then
+  echo "FAIL: exports other than nbd_* in LIBNBD_* nodes and duplexnbd_* in DUPLEXNBD_1.0"
   fail=1
 fi
 
@@ -39,7 +40,7 @@ chain=$(awk '
   NF == 4 && $2 ~ /^0x/ { if (cur != "") print cur; cur = ($2 == "0x01") ? "" : $4; next }
   NF == 1 && cur != "" { cur = cur "<-" $1 }
   END { if (cur != "") print cur }' "$tmp/defs" | tr '\n' ' ')
-expected_chain="LIBNBD_1.0 LIBNBD_1.2<-LIBNBD_1.0 LIBNBD_1.4<-LIBNBD_1.2 LIBNBD_1.6<-LIBNBD_1.4 LIBNBD_1.8<-LIBNBD_1.6 LIBNBD_1.12<-LIBNBD_1.8 LIBNBD_1.16<-LIBNBD_1.12 LIBNBD_1.18<-LIBNBD_1.16 LIBNBD_1.22<-LIBNBD_1.18 LIBNBD_1.24<-LIBNBD_1.22 "
+expected_chain="LIBNBD_1.0 LIBNBD_1.2<-LIBNBD_1.0 LIBNBD_1.4<-LIBNBD_1.2 LIBNBD_1.6<-LIBNBD_1.4 LIBNBD_1.8<-LIBNBD_1.6 LIBNBD_1.12<-LIBNBD_1.8 LIBNBD_1.16<-LIBNBD_1.12 LIBNBD_1.18<-LIBNBD_1.16 LIBNBD_1.22<-LIBNBD_1.18 LIBNBD_1.24<-LIBNBD_1.22 DUPLEXNBD_1.0<-LIBNBD_1.24 "
 echo "version definitions: $chain"
 if [ "$chain" != "$expected_chain" ]; then
   echo "FAIL: version definitions should be: $expected_chain"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # ABI check against a libnbd release kept as data: our libnbd.so.0 exports exactly the
-# nbd_* symbols that release exports, each with the same version node, nothing else, and
-# its version nodes chain to the same parents.
+# nbd_* symbols that release exports, each with the same version node, and its version
+# nodes chain to the same parents.  The only other exports allowed are duplexnbd's own
+# extensions, duplexnbd_* in node DUPLEXNBD_1.0 (whose parent is the newest libnbd node).
 #
 #   tests/abi/check_libnbd_exports.sh OUR_LIBNBD_SO EXPORTS_FILE
 #
@@ -32,8 +33,8 @@ objdump -T "$lib" | awk '$0 ~ /^[0-9a-f]+ / && $0 !~ /\*UND\*/ && $0 !~ /\*ABS\*
   LC_ALL=C sort >"$tmp/ours_all"
 grep '^nbd_' "$tmp/ours_all" >"$tmp/ours_syms" || true
 
-if grep -v '^nbd_' "$tmp/ours_all" >"$tmp/extra"; then
-  echo "FAIL: symbols other than nbd_* are exported:"
+if grep -Ev '^(nbd_[a-z0-9_]+ |duplexnbd_[a-z0-9_]+ DUPLEXNBD_1\.0$)' "$tmp/ours_all" >"$tmp/extra"; then
+  echo "FAIL: exports other than nbd_* and duplexnbd_* (in DUPLEXNBD_1.0):"
   cat "$tmp/extra"
   fail=1
 fi
@@ -53,7 +54,14 @@ readelf -V "$lib" | awk '
   / Flags: BASE / {next}
   /Name: / { if (name != "") print name parents; name = $NF; parents = ""; next }
   /Parent [0-9]+: / && name != "" { parents = parents " " $NF }
-  END { if (name != "") print name parents }' >"$tmp/ours_nodes"
+  END { if (name != "") print name parents }' >"$tmp/ours_all_nodes"
+grep -v '^DUPLEXNBD_' "$tmp/ours_all_nodes" >"$tmp/ours_nodes" || true
+ext_node=$(grep '^DUPLEXNBD_' "$tmp/ours_all_nodes" || true)
+newest=$(tail -n 1 "$tmp/want_nodes" | awk '{print $1}')
+if [ -n "$ext_node" ] && [ "$ext_node" != "DUPLEXNBD_1.0 $newest" ]; then
+  echo "FAIL: extension node is '$ext_node', expected 'DUPLEXNBD_1.0 $newest'"
+  fail=1
+fi
 if ! diff -u "$tmp/want_nodes" "$tmp/ours_nodes" >"$tmp/diff"; then
   echo "FAIL: version nodes differ from $(basename "$data") (- libnbd, + ours; NODE PARENT):"
   cat "$tmp/diff"

@@ -28,6 +28,9 @@ import generate  # noqa: E402
 
 API = generate.load_api()
 M = API.model
+# libnbd's own calls (libnbd.h, LIBNBD_* nodes) and duplexnbd's extensions (duplexnbd.h).
+LIBNBD_CALLS = [c for c in API.calls if not c.extension]
+EXTENSION_CALLS = [c for c in API.calls if c.extension]
 import emit_cxx  # noqa: E402  (after load_api: emitters import the table's model)
 import emit_header  # noqa: E402
 
@@ -68,14 +71,14 @@ def c_prototypes(text: str) -> dict[str, tuple[list[str], list[str]]]:
     in a header; attributes, comments and whitespace do not matter."""
     text = strip_c_comments(text)
     out = {}
-    for m in re.finditer(r"\bextern\s+([^;(){}#]*?)\b(nbd_\w+)\s*\(([^)]*)\)", text):
+    for m in re.finditer(r"\bextern\s+([^;(){}#]*?)\b((?:duplex)?nbd_\w+)\s*\(([^)]*)\)", text):
         out[m.group(2)] = (re.findall(r"\w+|\*", m.group(1)),
                            re.findall(r"\w+|\*|,", m.group(3)))
     return out
 
 
 def c_defines(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^#define[ \t]+((?:LIBNBD|NBD)_\w+)[ \t]+(.*?)[ \t]*$", text, re.M))
+    return dict(re.findall(r"^#define[ \t]+((?:LIBNBD|NBD|DUPLEXNBD)_\w+)[ \t]+(.*?)[ \t]*$", text, re.M))
 
 
 def closure_typedefs(text: str) -> dict[str, list[str]]:
@@ -160,12 +163,12 @@ class HeaderTest(unittest.TestCase):
         self.defines = c_defines(self.text)
 
     def test_every_call_has_prototype_and_have_macro(self):
-        self.assertEqual(set(self.protos), {c.c_name for c in API.calls})
-        for c in API.calls:
+        self.assertEqual(set(self.protos), {c.c_name for c in LIBNBD_CALLS})
+        for c in LIBNBD_CALLS:
             self.assertEqual(self.defines.get(f"LIBNBD_HAVE_NBD_{c.name.upper()}"), "1", c.name)
 
     def test_prototypes_match_table(self):
-        for c in API.calls:
+        for c in LIBNBD_CALLS:
             want = c_prototypes("extern " + emit_header.c_prototype(c) + ";")[c.c_name]
             self.assertEqual(self.protos[c.c_name], want, c.name)
 
@@ -197,7 +200,7 @@ class HeaderTest(unittest.TestCase):
         # `extern ... nbd_x (...)` followed by its attributes, up to the semicolon.
         decls = {m.group(1): m.group(0) for m in
                  re.finditer(r"\bextern\s[^;]*?\b(nbd_\w+)\s*\([^)]*\)[^;]*;", body)}
-        for c in API.calls:
+        for c in LIBNBD_CALLS:
             d = decls[c.c_name]
             if c.name == "create":
                 self.assertIn("LIBNBD_ATTRIBUTE_ALLOC_DEALLOC (nbd_close)", d)
@@ -313,7 +316,7 @@ class VersionScriptTest(unittest.TestCase):
         self.nodes = []  # (name, symbols, has_local, parent)
         for m in re.finditer(r"([A-Z_]+_[0-9.]+)\s*\{(.*?)\}\s*([A-Z_]+_[0-9.]+)?\s*;", text, re.S):
             body = m.group(2)
-            syms = re.findall(r"\b(nbd_\w+)\s*;", body)
+            syms = re.findall(r"\b((?:duplex)?nbd_\w+)\s*;", body)
             has_local = re.search(r"\blocal\s*:", body) is not None
             self.nodes.append((m.group(1), syms, has_local, m.group(3)))
 
@@ -365,9 +368,11 @@ class VersionScriptTest(unittest.TestCase):
                 sym, _, ver = f[7].partition("@@")
                 exported[sym] = ver
         self.assertNotIn("duplexnbd_internal_helper", exported)
-        self.assertEqual({s for s in exported if s.startswith("nbd_")}, {c.c_name for c in API.calls})
+        self.assertEqual({s for s in exported if s.startswith("nbd_")},
+                         {c.c_name for c in LIBNBD_CALLS})
         for c in API.calls:
-            self.assertEqual(exported[c.c_name], M.node_name(c.first_version), c.name)
+            want = "DUPLEXNBD_1.0" if c.extension else M.node_name(c.first_version)
+            self.assertEqual(exported[c.c_name], want, c.name)
 
 
 class DocsTest(unittest.TestCase):
@@ -375,19 +380,56 @@ class DocsTest(unittest.TestCase):
         for c in API.calls:
             page = read(f"docs/api/{c.c_name}.md")
             self.assertIn(f"# {c.c_name}", page)
-            self.assertIn(f"LIBNBD_HAVE_NBD_{c.name.upper()}", page)
-            self.assertIn(f"{c.first_version[0]}.{c.first_version[1]}", page)
+            self.assertIn(emit_header.have_macro(c), page)
+            header = "include/duplexnbd.h" if c.extension else "include/libnbd.h"
+            if c.extension:
+                self.assertIn("DUPLEXNBD_1.0", page)
+            else:
+                self.assertIn(f"{c.first_version[0]}.{c.first_version[1]}", page)
             synopsis = page.split("```c", 1)[1].split("```", 1)[0]
-            synopsis = synopsis.replace("#include <libnbd.h>", "")
+            synopsis = re.sub(r"#include <\w+\.h>", "", synopsis)
             self.assertEqual(c_prototypes("extern " + synopsis)[c.c_name],
-                             c_prototypes(read("include/libnbd.h"))[c.c_name], c.name)
+                             c_prototypes(read(header))[c.c_name], c.name)
 
     def test_index_lists_all(self):
         index = read("docs/api/index.md")
         for c in API.calls:
             self.assertIn(f"({c.c_name}.md)", index)
-        pages = {p.name for p in (OUTDIR / "docs/api").glob("nbd_*.md")}
+        pages = {p.name for p in (OUTDIR / "docs/api").glob("*.md")} - {"index.md"}
         self.assertEqual(pages, {f"{c.c_name}.md" for c in API.calls})
+
+
+class ExtensionHeaderTest(unittest.TestCase):
+    """duplexnbd.h holds the extensions and only them; libnbd.h never mentions them."""
+
+    def test_extensions_only_in_their_header(self):
+        ext = read("include/duplexnbd.h")
+        protos = c_prototypes(ext)
+        self.assertEqual(set(protos), {c.c_name for c in EXTENSION_CALLS})
+        defines = c_defines(ext)
+        for c in EXTENSION_CALLS:
+            self.assertTrue(c.c_name.startswith("duplexnbd_"), c.name)
+            self.assertEqual(defines.get(emit_header.have_macro(c)), "1", c.name)
+            self.assertTrue(emit_header.have_macro(c).startswith("DUPLEXNBD_HAVE_"))
+        for k in API.extension_constants:
+            self.assertEqual(defines[f"DUPLEXNBD_TIMEOUT_{k.name}"], str(k.value))
+        self.assertIn("#include <libnbd.h>", ext)
+        libnbd = read("include/libnbd.h")
+        self.assertNotIn("duplexnbd_", libnbd)
+        self.assertNotIn("DUPLEXNBD_", libnbd)
+
+    def test_extension_header_compiles_in_c99_and_cxx(self):
+        for cc, std in ((compiler("cc", "gcc"), "-std=c99"), (compiler("c++", "g++"), "-std=c++11")):
+            if not cc:
+                continue
+            with tempfile.TemporaryDirectory() as d:
+                src = Path(d) / ("t.c" if std == "-std=c99" else "t.cpp")
+                src.write_text("#include <duplexnbd.h>\nint f(struct nbd_handle *h) "
+                               "{ return duplexnbd_interrupt(h) + DUPLEXNBD_TIMEOUT_CLOSE_CONNECTION; }\n")
+                r = subprocess.run([cc, std, "-Wall", "-Werror", "-pedantic-errors",
+                                    "-fsyntax-only", f"-I{OUTDIR / 'include'}", str(src)],
+                                   capture_output=True, text=True)
+                self.assertEqual(r.returncode, 0, r.stderr)
 
 
 class CxxTest(unittest.TestCase):
@@ -415,8 +457,17 @@ class CxxTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         # Every method instantiated: take the address of each one.
         names = [c.name for c in emit_cxx.method_calls(API)]
-        src = "#include <nbd.hpp>\nint main() {\n" + "".join(
-            f"  (void)&nbd::Handle::{n};\n" for n in names) + "  return 0;\n}\n"
+        # The timeouts are overloaded with std::chrono forms: take the C-shaped one, and
+        # instantiate the chrono ones by calling them.
+        overloaded = {"set_request_timeout", "set_connect_timeout"}
+        src = "#include <nbd.hpp>\n#include <chrono>\nint main() {\n" + "".join(
+            f"  (void)static_cast<void (nbd::Handle::*)(uint32_t)>(&nbd::Handle::{n});\n"
+            if n in overloaded else f"  (void)&nbd::Handle::{n};\n" for n in names)
+        if overloaded <= set(names):
+            src += ("  nbd::Handle h;\n  h.set_request_timeout(std::chrono::seconds(2));\n"
+                    "  h.set_connect_timeout(std::chrono::microseconds(1500));\n"
+                    "  (void)h.request_timeout();\n  (void)h.connect_timeout();\n")
+        src += "  return 0;\n}\n"
         compile_snippet(self, cmd, src, ".cpp")
 
 
