@@ -6,6 +6,7 @@
 
 #include <thread>
 
+#include "core/status.h"
 #include "engine/poller_registry.h"
 #include "engine/reader_slot.h"
 #include "engine/send_batching.h"
@@ -148,47 +149,67 @@ TEST(PollerRegistry, NobodyRegisteredMeansNoSignal) {
   r.wake(PollerRegistry::Why::Progress);  // no lock, no system call, nothing to check but no crash
 }
 
-TEST(PollerRegistry, EachPollerHasItsOwnWakeup) {
-  auto a = transport::Wakeup::create(), b = transport::Wakeup::create();
-  ASSERT_TRUE(a && b);
-  PollerRegistry r;
-  PollerRegistry::Poller pa, pb;
-  pa.wakeup = &*a;
-  pb.wakeup = &*b;
-  r.enter(pa);
-  r.enter(pb);
-  EXPECT_TRUE(r.anyone_polling());
-  r.wake(PollerRegistry::Why::Progress);
+// Two pollers registered, each with a wake-up of its own.
+class TwoPollers : public ::testing::Test {
+protected:
+  void SetUp() override {
+    ASSERT_TRUE(a_ && b_);
+    pa_.wakeup = &*a_;
+    pb_.wakeup = &*b_;
+    r_.enter(pa_);
+    r_.enter(pb_);
+  }
+  void TearDown() override {
+    if (a_in_) r_.leave(pa_);
+    if (b_in_) r_.leave(pb_);
+  }
+  void leave_b() {
+    r_.leave(pb_);
+    b_in_ = false;
+  }
+  Result<transport::Wakeup> a_ = transport::Wakeup::create(), b_ = transport::Wakeup::create();
+  PollerRegistry r_;
+  PollerRegistry::Poller pa_, pb_;
+  bool a_in_ = true, b_in_ = true;
+};
+
+TEST_F(TwoPollers, EachIsWokenThroughItsOwnWakeup) {
+  EXPECT_TRUE(r_.anyone_polling());
+  r_.wake(PollerRegistry::Why::Progress);
   // Both are woken: one draining its wake-up cannot take the other's.
-  EXPECT_TRUE(readable(*a));
-  EXPECT_TRUE(readable(*b));
-  a->drain();
-  EXPECT_FALSE(readable(*a));
-  EXPECT_TRUE(readable(*b));
-  r.leave(pa);
-  r.leave(pb);
-  EXPECT_FALSE(r.anyone_polling());
+  EXPECT_TRUE(readable(*a_));
+  EXPECT_TRUE(readable(*b_));
+  a_->drain();
+  EXPECT_FALSE(readable(*a_));
+  EXPECT_TRUE(readable(*b_));
 }
 
-TEST(PollerRegistry, AQueuedWriteSkipsPollersThatPollForWriting) {
-  auto a = transport::Wakeup::create(), b = transport::Wakeup::create();
-  ASSERT_TRUE(a && b);
-  PollerRegistry r;
-  PollerRegistry::Poller pa, pb;
-  pa.wakeup = &*a;
-  pb.wakeup = &*b;
-  r.enter(pa);
-  r.enter(pb);
-  pa.polls_write = true;
-  r.wake(PollerRegistry::Why::QueuedWrite);
-  EXPECT_FALSE(readable(*a));  // its POLLOUT brings it back anyway
-  EXPECT_TRUE(readable(*b));
-  r.leave(pb);
-  b->drain();
-  r.wake(PollerRegistry::Why::Progress);
-  EXPECT_TRUE(readable(*a));
-  EXPECT_FALSE(readable(*b));  // gone: not signalled any more
-  r.leave(pa);
+TEST_F(TwoPollers, AQueuedWriteSkipsPollersThatPollForWriting) {
+  pa_.polls_write = true;
+  r_.wake(PollerRegistry::Why::QueuedWrite);
+  EXPECT_FALSE(readable(*a_));  // its POLLOUT brings it back anyway
+  EXPECT_TRUE(readable(*b_));
+  leave_b();
+  b_->drain();
+  r_.wake(PollerRegistry::Why::Progress);
+  EXPECT_TRUE(readable(*a_));
+  EXPECT_FALSE(readable(*b_));  // gone: not signalled any more
+}
+
+TEST_F(TwoPollers, InterruptReachesEveryRegisteredPollerAndCounts) {
+  EXPECT_GE(pa_.slot, 0);
+  EXPECT_GE(pb_.slot, 0);
+  const unsigned before = r_.interrupt_count();
+  r_.interrupt();
+  EXPECT_EQ(r_.interrupt_count(), before + 1);
+  EXPECT_TRUE(readable(*a_));
+  EXPECT_TRUE(readable(*b_));
+  a_->drain();
+  b_->drain();
+  leave_b();
+  r_.interrupt();  // a poller that left has no slot any more
+  EXPECT_TRUE(readable(*a_));
+  EXPECT_FALSE(readable(*b_));
 }
 
 TEST(PollerRegistry, TheThreadWakeupIsPerThreadAndKept) {
