@@ -82,9 +82,12 @@ build_debs() {
     return 1
   fi
   mkdir -p "$debs_dir.tmp"
-  mv "$cache/pkgbuild/$key"/*.deb "$debs_dir.tmp/"
+  mv "$cache/pkgbuild/$key"/libnbd0-duplexnbd_*.deb "$cache/pkgbuild/$key"/libnbd-duplexnbd-dev_*.deb \
+    "$debs_dir.tmp/"
   rm -rf "$debs_dir" && mv "$debs_dir.tmp" "$debs_dir"
   rm -rf "$cache/pkgbuild/$key"
+  # The three newest source states' packages are kept.
+  ls -dt "$cache"/debs/*/ | tail -n +4 | xargs -r rm -rf
   debs_state="built ($key)"
 }
 if [ -z "$debs_dir" ]; then
