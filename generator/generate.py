@@ -12,7 +12,8 @@ Usage:
 
 Emitters.  Each emitter is a module `generator/emit_*.py` with a function
 `emit(api) -> dict[str, str]` mapping a path relative to OUTDIR to the file's full
-text.  The built-in ones are emit_header, emit_version_script, emit_cxx and emit_docs;
+text.  The built-in ones are emit_header, emit_version_script, emit_cxx, emit_docs and
+emit_man (the man pages);
 `emit_entry_points` is picked up too when it exists (the core's C entry points).  A
 path produced by two emitters is an error, so emitters cannot silently clobber each
 other.
@@ -58,7 +59,7 @@ GENERATOR_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(GENERATOR_DIR)
 
 # Built-in emitters, plus the optional core one; order only matters for error messages.
-BUILTIN_EMITTERS = ("emit_header", "emit_version_script", "emit_cxx", "emit_docs")
+BUILTIN_EMITTERS = ("emit_header", "emit_version_script", "emit_cxx", "emit_docs", "emit_man")
 OPTIONAL_EMITTERS = ("emit_entry_points",)
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config python3 libgtest-dev libgnutls28-dev gnutls-bin
-  nbdkit qemu-utils libnbd-dev libnbd-bin python3-libnbd fuse3 binutils
+  nbdkit qemu-utils libnbd-dev libnbd-bin python3-libnbd fuse3 binutils groff-base man-db
   clang libclang-rt-14-dev
 )
 missing=()
