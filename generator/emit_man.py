@@ -272,7 +272,8 @@ def render_page(api, call: M.Call) -> str:
     out += [".SH ERRORS"] + errors_lines(call, names)
     out += [".SH \"HANDLE STATE\""] + state_lines(call)
     out += [".SH VERSION"] + version_lines(call)
-    refs = [(f"nbd_{s}", 3) for s in call.see_also if s != call.name and s in names]
+    cnames = {c.name: c.c_name for c in api.calls}
+    refs = [(cnames[s], 3) for s in call.see_also if s != call.name and s in names]
     refs += [("nbd_get_error", 3), ("nbd_get_errno", 3)] if call.may_set_error and \
         call.ret.error is not None and call.name not in ("get_error", "get_errno") else []
     seen: set[str] = set()
