@@ -93,6 +93,12 @@ tests/get-version|asserts nbd_get_package_name() == "libnbd" and nbd_get_version
 */test-version.sh|checks that `tool --version` prints "libnbd <source tree version>"
 '
 
+# Tests of an older suite that check a behaviour a newer libnbd changed on purpose, where the
+# newer suite checks the opposite; we follow the newest release.  Shown, never counted.
+SUPERSEDED_BY_1_22='
+tests/opt-list-meta|its own FIXME says the client-side refusal it expects (nbd_opt_list_meta_context without structured replies) is overly strict; libnbd 1.22 sends the option and lets the server answer, and 1.22.2'"'"'s `tests/opt-list-meta` and `python/t/240-opt-list-meta.py` require that
+'
+
 # Sets the facts of one libnbd version:
 #   ALL_DIRS        every directory with automake TESTS that the harness runs.
 #                   "python/t" is the harness's own pseudo directory:
@@ -127,7 +133,7 @@ facts() {
         1.14.2)
             # Not run: ocaml/, golang/ (not built).
             ALL_DIRS="common/include common/utils tests python python/t sh info copy dump fuse interop"
-            NOT_APPLICABLE="$VERSION_STRING_TESTS"
+            NOT_APPLICABLE="$VERSION_STRING_TESTS$SUPERSEDED_BY_1_22"
             CONFIGURE_ARGS="--disable-ocaml --disable-golang --disable-static ac_cv_prog_PERL=no"
             MAKE_ARGS="api_built="
             SOURCE_FIXES="fix_requires_probe"
