@@ -107,8 +107,10 @@ TEST_F(Extensions, SettingsDefaultToOffAndAreKept) {
   EXPECT_EQ(duplexnbd_aio_cancel(h.get(), 1), -1);
   EXPECT_EQ(nbd_get_errno(), EINVAL);
   EXPECT_EQ(duplexnbd_interrupt(h.get()), 0);
-  nbd_handle *volatile none = nullptr;  // the header says nonnull; the call copes anyway
-  EXPECT_EQ(duplexnbd_interrupt(none), -1);
+  // The header says nonnull; the call copes anyway.  Called through a plain function pointer so
+  // that UBSan's nonnull-attribute check (a caller-side check) does not flag the test itself.
+  int (*volatile interrupt)(nbd_handle *) = duplexnbd_interrupt;
+  EXPECT_EQ(interrupt(nullptr), -1);
 }
 
 TEST_F(Extensions, CxxTimeoutsTakeDurationsRoundedUp) {
