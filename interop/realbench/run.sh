@@ -14,7 +14,7 @@ repo=$(cd "$here/../.." && pwd)
 usage() {
   cat <<EOF
 usage: interop/realbench/run.sh [options]
-  --quick          a few seconds per row, smaller copies, fewer rows: checks the script (3-5 min)
+  --quick          a few seconds per row, smaller copies, fewer rows: checks the script (2-3 min)
   --ours PATH      our libnbd.so.0, or a directory holding it (default: $repo/build/lib)
   --system PATH    reference library, A (default: /usr/lib/x86_64-linux-gnu/libnbd.so.0);
                    point it at an older build of ours to A/B two of our versions
