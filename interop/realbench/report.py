@@ -123,7 +123,9 @@ def markdown(d, meta, rows, png_name):
                "\"A spread\" is how far the reference's own runs scatter ((max − min) / median). "
                "A verdict of faster or slower needs every pair on the same side of 1.")
     out.append("")
-    out.append("| # | program | case | A (libnbd) | B (ours) | unit | ratio B/A | pairs min–max | A spread | load | verdict |")
+    # --system may point at an older build of ours: name the columns after what each side reports.
+    out.append(f"| # | program | case | A ({meta.get('A_reports') or 'reference'}) | "
+               f"B ({meta.get('B_reports') or 'ours'}) | unit | ratio B/A | pairs min–max | A spread | load | verdict |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for i, r in enumerate(rows, 1):
         ratio = f"**{r['ratio']:.2f}**" if r["ratio"] is not None else "–"
@@ -188,7 +190,7 @@ def plot(rows, png, title):
             'set terminal pngcairo size 1400,600 font "sans,10"',
             f'set output "{png}"',
             f'set title "{title}"',
-            'set ylabel "throughput ratio ours / libnbd 1.14.2"',
+            f'set ylabel "throughput ratio B / A"',
             "set logscale y 2",
             f"set yrange [{lo * 0.9:.3f}:{hi * 1.1:.3f}]",
             f"set xrange [0:{len(rows) + 1}]",
@@ -221,7 +223,7 @@ def main():
     rows = read_rows(a.results)
     png_name = None
     if a.png:
-        if plot(rows, a.png, f"Real programs: ours / libnbd 1.14.2 ({meta.get('date', '')}, "
+        if plot(rows, a.png, f"Real programs: {meta.get('B_reports', 'B')} / {meta.get('A_reports', 'A')} ({meta.get('date', '')}, "
                              f"{meta.get('mode', '')} run)"):
             png_name = os.path.basename(a.png)
     md = markdown(a.results, meta, rows, png_name)
