@@ -498,7 +498,7 @@ the machine stretches that (every run, and every wake-up inside a run, waits for
 load average of 15–25 from other jobs the full matrix took 33 minutes and the quick one 5–7.
 Such load also scatters single runs by a factor of two or more, and so does the scheduler
 alone: whether client and server share a core or not changes a latency-bound run up to 3× (see
-"Where the noise comes from" below). The A B alternation spreads both evenly over the two sides
+"Limits of a 2-core machine" in performance.md). The A B alternation spreads both evenly over the two sides
 and the medians, the best-run ratio and the per-driver geometric means absorb part of it; single
 points of a 3-run median still move by ±20 % between runs of the matrix.
 
