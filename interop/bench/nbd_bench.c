@@ -59,6 +59,7 @@ static double opt_warmup;        /* untimed run of the same workload first */
 static uint64_t opt_total_bytes; /* 0: run for opt_seconds */
 static uint64_t opt_working_set; /* 0: 2 x (in flight) x size, clamped to 4..16 MiB */
 static bool opt_header;
+static bool opt_random;          /* offsets drawn at random over the working set */
 
 /* ---- shared state ----------------------------------------------------------------------- */
 
@@ -186,14 +187,21 @@ verify_fail (const char *what, uint64_t off)
 
 /* ---- request selection -------------------------------------------------------------------- */
 
-/* Requests walk the working set sequentially. Mixed alternates read and write so the split is
- * exactly 50/50 whatever the completion order, and writes run half the working set ahead of
- * reads, so reads keep coming back to data written earlier in the same run. */
+/* Requests walk the working set sequentially (or, with --random, land on a block picked by
+ * hashing the request number). Mixed alternates read and write so the split is exactly 50/50
+ * whatever the completion order, and writes run half the working set ahead of reads, so reads
+ * keep coming back to data written earlier in the same run. */
 static void
 next_request (uint64_t *off, bool *is_read)
 {
   uint64_t k = atomic_fetch_add (&req_counter, 1);
-  if (opt_op == OP_MIXED) {
+  if (opt_random) {
+    /* A stateless hash of k: any thread may draw, and no two runs share a sequence. */
+    uint64_t s = seed_b ^ (k * UINT64_C(0x9e3779b97f4a7c15));
+    *is_read = opt_op == OP_READ || (opt_op == OP_MIXED && (k & 1) == 0);
+    *off = (splitmix64 (&s) % nblocks) * opt_size;
+  }
+  else if (opt_op == OP_MIXED) {
     *is_read = (k & 1) == 0;
     *off = ((k / 2 + (*is_read ? 0 : nblocks / 2)) % nblocks) * opt_size;
   }
@@ -574,6 +582,7 @@ usage (FILE *f)
 "  -B, --bytes N           run until N bytes were issued instead of for a duration\n"
 "  -W, --warmup S          first run the same workload for S seconds, untimed (default 0):\n"
 "                          server threads, socket buffers and caches settle before timing\n"
+"  -r, --random            random offsets over the working set (default sequential)\n"
 "  -w, --working-set N     bytes of the export used (default: 2 x in-flight x size,\n"
 "                          at least 4m, at most 16m; it is prefilled before each run)\n"
 "  -V, --verify pattern|zero|none  pattern: server keeps data (memory, qemu-nbd);\n"
@@ -633,13 +642,14 @@ main (int argc, char *argv[])
     { "working-set", required_argument, NULL, 'w' },
     { "verify", required_argument, NULL, 'V' },
     { "label", required_argument, NULL, 'l' },
+    { "random", no_argument, NULL, 'r' },
     { "header", no_argument, NULL, 'H' },
     { "print-header", no_argument, NULL, 'P' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   int c;
-  while ((c = getopt_long (argc, argv, "u:s:d:o:b:q:t:T:B:W:w:V:l:Hh", longopts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "u:s:d:o:b:q:t:T:B:W:w:V:l:Hrh", longopts, NULL)) != -1) {
     switch (c) {
     case 'u': opt_uri = optarg; break;
     case 's': opt_socket = optarg; break;
@@ -655,6 +665,7 @@ main (int argc, char *argv[])
     case 'V': opt_verify = lookup (optarg, verify_names, 3, "verify mode"); break;
     case 'l': opt_label = optarg; break;
     case 'H': opt_header = true; break;
+    case 'r': opt_random = true; break;
     case 'P': print_header (); return 0;
     case 'h': usage (stdout); return 0;
     default: usage (stderr); return 2;

@@ -19,14 +19,14 @@ usage: interop/bench/run.sh [options]
                    about 2 min on a quiet machine (the full one: 444 points, 7-8 min)
   --reps N         repetitions per library and point (default 3, at least 3 for the report)
   --scale F        multiply every per-run duration by F (default 1)
-  --doc FILE       Markdown report to update (default: docs/performance.md)
+  --doc FILE       Markdown report to update (default: docs/performance-matrix.md)
   --png FILE       ratio plot (default: docs/performance-ratio.png)
   --no-doc         measure and print the summary, but leave docs/ alone
   --results DIR    where raw results go (default: build-bench/results-<time>)
   --wait-quiet S   first wait up to S seconds for the 1-minute load average to drop below 1
   --warmup S       untimed warm-up of each run's workload before timing (default 0.03 x scale)
   --pin-server     run every server thread on CPU 0, the client free (default: no pinning;
-                   see docs/performance.md for what pinning changes)
+                   see docs/performance.md, "Limits of a 2-core machine")
   --pin-client     run the benchmark (every client thread) on CPU 1; with --pin-server the
                    scheduler's placement, the largest source of noise here, is fixed
   --recheck DIR    instead of the matrix, measure again, with longer runs, the points that an
@@ -44,7 +44,7 @@ system=/usr/lib/x86_64-linux-gnu/libnbd.so.0
 quick=0
 reps=3
 scale=1
-doc=$repo/docs/performance.md
+doc=$repo/docs/performance-matrix.md
 png=$repo/docs/performance-ratio.png
 write_doc=1
 results=

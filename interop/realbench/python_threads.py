@@ -3,7 +3,9 @@
 """N Python threads calling h.pread / h.pwrite on ONE handle (Debian's python3-libnbd,
 unmodified; the library underneath is whichever libnbd.so.0 the loader picks).
 
-    python_threads.py URI THREADS SECONDS [--size BYTES] [--write] [--span BYTES]
+    python_threads.py URI THREADS SECONDS [--size BYTES] [--write | --mixed] [--span BYTES]
+
+--mixed alternates h.pread and h.pwrite in every thread.
 
 Prints one line: "<ops/s> <MiB/s> <library> <version>"."""
 import argparse
@@ -20,6 +22,7 @@ p.add_argument("seconds", type=float)
 p.add_argument("--size", type=int, default=64 * 1024)
 p.add_argument("--span", type=int, default=64 * 1024 * 1024)
 p.add_argument("--write", action="store_true")
+p.add_argument("--mixed", action="store_true")
 a = p.parse_args()
 
 h = nbd.NBD()
@@ -35,7 +38,7 @@ def worker(i):
     n = 0
     while not stop.is_set():
         off = rng.randrange(blocks) * a.size
-        if a.write:
+        if a.write or (a.mixed and n & 1):
             h.pwrite(payload, off)
         else:
             h.pread(a.size, off)
