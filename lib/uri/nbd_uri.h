@@ -11,7 +11,7 @@
 
 #include "core/status.h"
 
-// Behaviour follows libnbd 1.22 (the NBD URI spec is NetworkBlockDevice/nbd
+// Behaviour follows libnbd 1.22, plus 1.24's query parameters (the NBD URI spec is NetworkBlockDevice/nbd
 // doc/uri.md).  Where libnbd 1.14 differs (it is what Debian 12 ships) the
 // tests say so.
 namespace duplexnbd::uri {
@@ -46,7 +46,7 @@ enum class Transport {
   Tcp,    // nbd://, nbds://
   Unix,   // nbd+unix://, nbds+unix://
   Vsock,  // nbd+vsock://, nbds+vsock://
-  Ssh,    // nbd+ssh://, nbds+ssh://  (libnbd 1.22: `ssh -p PORT HOST nc ...`)
+  Ssh,    // nbd+ssh://, nbds+ssh://  (`ssh [-C] -p PORT [-l USER] -- HOST nc ...`)
 };
 
 // A parsed and policy-checked NBD URI: what nbd_connect_uri applies to the
