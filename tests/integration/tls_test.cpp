@@ -496,7 +496,26 @@ TEST_F(TlsTest, WritesFromABufferThatReadsOverwriteKeepFlowing) {
   NBD_EXPECT_OK(nbd_shutdown(h, 0));
 }
 
-// ---- libnbd 1.24: client-cert-N.pem pairs, the priority string ----------------------
+// ---- libnbd 1.24: tls-username=, client-cert-N.pem pairs, the priority string ---------
+
+// ?tls-username= overrides the URI's user: mallory has no key, alice has.
+TEST_F(TlsTest, UriTlsUsernameOverridesTheUserinfo) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "1M"}));
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  std::string base = "nbds+unix://mallory@/?socket=" + srv.socket_path() + "&tls-psk-file=" + path("keys.psk");
+  EXPECT_EQ(nbd_connect_uri(h_.get(), base.c_str()), -1) << "mallory is not in the PSK file";
+  h_ = make_handle();
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  NBD_ASSERT_OK(nbd_connect_uri(h_.get(), (base + "&tls-username=alice").c_str()));
+  char *back = nbd_get_uri(h_.get());
+  ASSERT_NE(back, nullptr) << last_error();
+  std::string got = back;
+  free(back);
+  EXPECT_EQ(got, "nbds+unix://alice@/?socket=" + srv.socket_path() + "&tls-psk-file=" + path("keys.psk"));
+  expect_data_round_trip();
+}
+
 
 // Collects the library's debug messages (nbd_set_debug_callback).
 void capture_debug(nbd_handle *h, DebugLines &debug) {
