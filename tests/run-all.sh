@@ -44,10 +44,12 @@ failed=()
 # Real programs run on stock libnbd and on ours and compared: Debian 12's (nbdinfo, nbdcopy,
 # nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin; on Debian's stock libnbd, then ours through
 # LD_LIBRARY_PATH and LD_PRELOAD), then libnbd 1.22.2's own, built by the suite above (on the
-# tree's stock 1.22.2, then ours). Any scenario that differs fails the run.
+# tree's stock 1.22.2, then ours), then Debian sid's nbdinfo 1.24.4 on ours against Debian 12's
+# nbdinfo on stock (fetched through a private apt state, cached). Any scenario that differs
+# fails the run.
 programs_deps=()
 [ "$(id -u)" -eq 0 ] && programs_deps=(--install-deps)
-"$root/interop/programs/run.sh" "${programs_deps[@]}" --strict --tree-programs require \
+"$root/interop/programs/run.sh" "${programs_deps[@]}" --strict --tree-programs require --sid-programs require \
   --lib "$build/lib/libnbd.so.0" --report "$build/interop-programs.md" ||
   failed+=("real programs (exit $?, see $build/interop-programs.md)")
 

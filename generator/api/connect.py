@@ -25,20 +25,28 @@ CALLS: list[Call] = [
         "Parses an NBD URI (nbd:, nbds:, nbd+unix:, nbds+unix:, nbd+vsock:, "
         "nbds+vsock:, nbd+ssh:, nbds+ssh:), applies the export name, TLS and other "
         "settings it carries (query parameters such as socket=, tls-certificates=, "
-        "tls-psk-file=, tls-hostname=, tls-verify-peer=), and connects over the "
-        "chosen transport. What a URI may do is limited by nbd_set_uri_allow_*; it "
+        "tls-psk-file=, tls-hostname=, tls-verify-peer=, and libnbd 1.24's "
+        "nbd-port=, tls-username=, tls-priority=, compress=), and connects over the "
+        "chosen transport. What a URI may do is limited by nbd_set_uri_allow_*; "
+        "tls-priority= is refused with EPERM unless nbd_set_uri_allow_tls_priority "
+        "allowed it. nbd-port= overrides the port (vsock: any 32-bit port) and "
+        "tls-username= the user of the authority. It "
         "fails if URI support (libxml2) is not built in, or if a TLS URI is used "
-        "without TLS support. An nbd+ssh: URI runs ssh(1) locally, which runs "
-        "`nc -U SOCKET` (or `nc localhost 10809` without socket=) on the remote "
+        "without TLS support. An nbd+ssh: URI runs ssh(1) locally (the authority's "
+        "user is ssh's login, -l, and must be a plain user name; compress=true adds "
+        "-C), which runs "
+        "`nc -U SOCKET` (or `nc localhost PORT`, PORT being nbd-port= or 10809, "
+        "without socket=) on the remote "
         "host through the remote user's shell; the socket path is quoted for that "
         "shell, and one holding control characters (newline included) or starting "
-        "with '-' is refused with EINVAL, as is a host starting with '-'."
+        "with '-' is refused with EINVAL, as is a host starting with '-' and an "
+        "nbd-port= that is not a number from 1 to 65535."
         + _SYNC_TAIL,
         permitted_states=ONLY_CREATED,
         see_also=("aio_connect_uri", "set_export_name", "set_tls", "set_opt_mode",
                   "get_uri", "is_uri", "supports_uri", "supports_vsock",
                   "set_uri_allow_transports", "set_uri_allow_tls",
-                  "set_uri_allow_local_file"),
+                  "set_uri_allow_local_file", "set_uri_allow_tls_priority"),
     ),
     Call(
         "connect_unix", [Path("unixsocket")], RErr, (1, 0),

@@ -104,7 +104,12 @@ CALLS: list[Call] = [
         "Names the directory where the X.509 certificates and keys are looked up. "
         "Without it a built-in search is used (/etc/pki/libnbd for root, "
         "$HOME/.pki/libnbd or $HOME/.config/pki/libnbd otherwise), falling back to "
-        "the system's trusted CAs." + _TLS_ONLY_IF_ENABLED,
+        "the system's trusted CAs. The directory counts when it holds ca-cert.pem; "
+        "client-cert.pem with client-key.pem, and the pairs client-cert-N.pem with "
+        "client-key-N.pem for N = 0, 1, ... (libnbd 1.24; numbering stops at the first "
+        "missing N, and half a pair is an error at connect), are the client's "
+        "certificates: GnuTLS offers the server the one that suits the CAs it names, "
+        "so one directory can serve servers that trust different CAs." + _TLS_ONLY_IF_ENABLED,
         permitted_states=ONLY_CREATED,
         see_also=("set_tls",),
     ),

@@ -25,6 +25,11 @@
 #                    set when the tree is built, else skip it with a message;
 #                    require: a missing tree is an error (exit 2); only: the
 #                    second set alone (tree required); off: Debian's only
+#   --sid-programs auto|require|off  Debian sid's nbdinfo 1.24.4 (program set
+#                    "sid-1.24", scenarios sid-*): auto (default) fetches it
+#                    with fetch-sid-libnbd.sh (private apt state, cached under
+#                    $DUPLEXNBD_CACHE) and skips the set with a message when
+#                    that fails; require: failing is an error (exit 2); off
 #   -h, --help
 #
 # Program set "debian12": Debian 12's programs (libnbd 1.14.2, nbdsh from
@@ -46,6 +51,13 @@
 # programs come first in PATH for the steps under test only, so checks and
 # read-backs still use Debian's stock programs.  The two are compared.
 #
+# Program set "sid-1.24": Debian sid's nbdinfo 1.24.4, which needs only
+# glibc 2.34 and so runs here, on ours (LD_LIBRARY_PATH), against Debian 12's
+# nbdinfo on stock libnbd as the reference: no stock libnbd 1.24 can run on
+# Debian 12.  Only the sid-* scenarios run in this set (and only in it); they
+# compare where the formats agree and check what 1.24 added against expected
+# values (sid_nbdinfo_filter.py).
+#
 # Exit status: 0 normally (whatever ours scored); 1 with --strict when a
 # scenario differs; 2 when the runner itself cannot work (bad options,
 # missing library or tools).
@@ -54,7 +66,7 @@ set -euo pipefail
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd -- "$HERE/../.." && pwd)
 STOCK_LIB=/usr/lib/x86_64-linux-gnu/libnbd.so.0
-PACKAGES=(nbdkit qemu-utils libnbd-bin python3-libnbd fuse3 gnutls-bin coreutils file util-linux)
+PACKAGES=(nbdkit qemu-utils libnbd-bin python3-libnbd fuse3 gnutls-bin coreutils file util-linux debian-archive-keyring)
 
 # Debian's tools first: nbdsh runs "python3 -m nbd" and must find
 # /usr/bin/python3 (with python3-libnbd), not some other python3 in PATH.
@@ -73,6 +85,7 @@ STEP_TIMEOUT=60
 SCENARIO_TIMEOUT=300
 TREE=${DUPLEXNBD_CACHE:-$HOME/.cache/duplexnbd}/libnbd-1.22.2
 TREE_PROGRAMS=auto
+SID_PROGRAMS=auto
 
 usage() { sed -n '3,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
@@ -92,6 +105,8 @@ while (($#)); do
         --libnbd-tree=*) TREE=${1#*=}; shift ;;
         --tree-programs) TREE_PROGRAMS=$2; shift 2 ;;
         --tree-programs=*) TREE_PROGRAMS=${1#*=}; shift ;;
+        --sid-programs) SID_PROGRAMS=$2; shift 2 ;;
+        --sid-programs=*) SID_PROGRAMS=${1#*=}; shift ;;
         --list) bash "$HERE/scenarios.sh" --list; exit 0 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -100,6 +115,7 @@ done
 
 fail() { echo "run.sh: $*" >&2; exit 2; }
 case $TREE_PROGRAMS in auto | require | only | off) ;; *) fail "--tree-programs: auto, require, only or off, not $TREE_PROGRAMS" ;; esac
+case $SID_PROGRAMS in auto | require | off) ;; *) fail "--sid-programs: auto, require or off, not $SID_PROGRAMS" ;; esac
 
 if ((INSTALL)); then
     ((EUID == 0)) || fail "--install-deps needs root"
@@ -131,7 +147,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/duplexnbd-programs.XXXXXX")
 # The scenarios run from a snapshot taken now: bash reads a script as it
 # runs it, so editing the checkout during a run would break the run.
 mkdir -p "$WORK/scripts"
-cp -- "$HERE"/scenarios.sh "$HERE"/lib.sh "$HERE"/normalise.py "$HERE"/nbdsh_script.py "$WORK/scripts/"
+cp -- "$HERE"/scenarios.sh "$HERE"/lib.sh "$HERE"/normalise.py "$HERE"/nbdsh_script.py \
+    "$HERE"/sid_nbdinfo_filter.py "$WORK/scripts/"
+REPO_HERE=$HERE
 HERE=$WORK/scripts
 
 # Whatever a scenario left behind (it cleans up after itself, but it may
@@ -208,18 +226,40 @@ if [[ " ${SETS[*]} " == *" libnbd-1.22.2 "* ]]; then
     cp -- "$TREE"/python/*.py "$TREE"/python/.libs/libnbdmod*.so "$TREE_PYTHONPATH/"
 fi
 
+# Debian sid's nbdinfo, fetched (or found in the cache) and copied, so a
+# refetch during the run cannot change it.
+SID_BIN="" SID_NOTE=""
+if [[ $SID_PROGRAMS != off ]]; then
+    if sid_root=$("$REPO_HERE/fetch-sid-libnbd.sh" 2>"$WORK/sid-fetch.log"); then
+        SID_BIN=$WORK/sid-bin
+        mkdir -p "$SID_BIN"
+        cp -- "$sid_root/usr/bin/nbdinfo" "$SID_BIN/"
+        SETS+=(sid-1.24)
+    elif [[ $SID_PROGRAMS == require ]]; then
+        fail "Debian sid's nbdinfo required but not fetched: $(tail -n 3 "$WORK/sid-fetch.log" | paste -sd' ' -)"
+    else
+        SID_NOTE="Debian sid's nbdinfo skipped: fetch-sid-libnbd.sh failed: $(tail -n 2 "$WORK/sid-fetch.log" | paste -sd' ' -)"
+        echo "run.sh: $SID_NOTE" >&2
+    fi
+fi
+
 # Variants: how a program set meets a library.  The first variant of each
 # set is its reference; the others are compared with it.
-declare -A SET_VARIANTS=([debian12]="stock llp preload" [libnbd-1.22.2]="tstock tours")
-declare -A SET_TITLE=([debian12]="Debian 12's programs (libnbd 1.14.2)" [libnbd-1.22.2]="libnbd ${TREE_VERSION:-1.22.2}'s own programs (built by the test-suite tree)")
+declare -A SET_VARIANTS=([debian12]="stock llp preload" [libnbd-1.22.2]="tstock tours" [sid-1.24]="sref sours")
+declare -A SET_TITLE=([debian12]="Debian 12's programs (libnbd 1.14.2)" [libnbd-1.22.2]="libnbd ${TREE_VERSION:-1.22.2}'s own programs (built by the test-suite tree)"
+    [sid-1.24]="Debian sid's nbdinfo 1.24.4 on ours, against Debian 12's nbdinfo on stock")
 declare -A VLABEL=([stock]="stock" [llp]="ours (LD_LIBRARY_PATH)" [preload]="ours (LD_PRELOAD)"
-    [tstock]="stock ${TREE_VERSION:-1.22.2}" [tours]="ours")
-declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD [tstock]=LD_LIBRARY_PATH [tours]=LD_LIBRARY_PATH)
-declare -A VVAL=([stock]="" [llp]="$OURS_DIR" [preload]="$OURS_SO" [tstock]="$TREE_STOCK" [tours]="$OURS_DIR")
+    [tstock]="stock ${TREE_VERSION:-1.22.2}" [tours]="ours" [sref]="Debian 12 nbdinfo, stock" [sours]="sid nbdinfo, ours")
+declare -A VVAR=([stock]="" [llp]=LD_LIBRARY_PATH [preload]=LD_PRELOAD [tstock]=LD_LIBRARY_PATH [tours]=LD_LIBRARY_PATH
+    [sref]="" [sours]=LD_LIBRARY_PATH)
+declare -A VVAL=([stock]="" [llp]="$OURS_DIR" [preload]="$OURS_SO" [tstock]="$TREE_STOCK" [tours]="$OURS_DIR"
+    [sref]="" [sours]="$OURS_DIR")
 declare -A VEXPECT=([stock]="$STOCK_REAL" [llp]="$OURS_REAL" [preload]="$OURS_REAL"
-    [tstock]="${TREE_STOCK:+$(realpath -m -- "$TREE_STOCK/libnbd.so.0")}" [tours]="$OURS_REAL")
-declare -A VPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_BIN" [tours]="$TREE_BIN")
-declare -A VPYTHONPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_PYTHONPATH" [tours]="$TREE_PYTHONPATH")
+    [tstock]="${TREE_STOCK:+$(realpath -m -- "$TREE_STOCK/libnbd.so.0")}" [tours]="$OURS_REAL"
+    [sref]="$STOCK_REAL" [sours]="$OURS_REAL")
+declare -A VPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_BIN" [tours]="$TREE_BIN" [sref]="" [sours]="$SID_BIN")
+declare -A VPYTHONPATH=([stock]="" [llp]="" [preload]="" [tstock]="$TREE_PYTHONPATH" [tours]="$TREE_PYTHONPATH"
+    [sref]="" [sours]="")
 VARIANTS=()
 for set in "${SETS[@]}"; do
     read -ra vs <<<"${SET_VARIANTS[$set]}"
@@ -301,7 +341,8 @@ run_one() {
     CURRENT_RUN=""
     # Debian 12's programs (no program path of their own) compare with libnbd 1.14.2.
     local across=()
-    [[ -n ${VPATH[$v]} ]] || across=(--across-versions)
+    # So do the two sides of the sid-1.24 set (1.14 against 1.24).
+    [[ -n ${VPATH[$v]} && $v != sours ]] || across=(--across-versions)
     /usr/bin/python3 "$HERE/normalise.py" "$run" "${across[@]}" <"$out/transcript.raw" >"$out/transcript.txt"
     EXITS[$name.$v]=$(rle 2>/dev/null <"$run/exits" || echo -)
     HARNESS[$name.$v]=""
@@ -327,6 +368,13 @@ rle() {
 
 # Why a scenario cannot run with a program set; empty when it can.
 set_skip_reason() { # set_skip_reason SET NAME
+    if [[ $1 == sid-1.24 && $2 != sid-* ]]; then
+        echo "runs with the other program sets, not Debian sid's nbdinfo"
+        return
+    elif [[ $1 != sid-1.24 && $2 == sid-* ]]; then
+        echo "Debian sid's nbdinfo only (the sid-1.24 program set)"
+        return
+    fi
     if [[ $1 == libnbd-1.22.2 ]]; then
         case $2 in
             nbdkit-nbd-proxy*)
@@ -345,6 +393,7 @@ DIFFERS=0
 printf 'stock: %s -> %s\nours:  %s\n' "$STOCK_LIB" "$STOCK_REAL" "$OURS_REAL"
 [[ -z $TREE_STOCK ]] || printf 'libnbd %s programs from %s, its stock library copied to %s\n' "$TREE_VERSION" "$TREE" "$TREE_STOCK"
 [[ -z $TREE_NOTE ]] || echo "$TREE_NOTE"
+[[ -z $SID_NOTE ]] || echo "$SID_NOTE"
 for v in "${VARIANTS[@]}"; do
     printf 'preflight %-24s nbdinfo --version: %-22s loaded: %s\n' "${VLABEL[$v]}" "${PRE_VERSION[$v]}" "${PRE_PROOF[$v]}"
 done
@@ -421,6 +470,8 @@ results_table() { # results_table SET: one Markdown table
         echo "- libnbd $TREE_VERSION's programs and stock library: from \`$TREE\` (copies: \`$TREE_BIN\`, \`$TREE_STOCK/libnbd.so.0\`)"
     fi
     [[ -z $TREE_NOTE ]] || echo "- $TREE_NOTE"
+    [[ -z $SID_BIN ]] || echo "- Debian sid's nbdinfo 1.24.4: fetched by \`interop/programs/fetch-sid-libnbd.sh\` (copy: \`$SID_BIN/nbdinfo\`)"
+    [[ -z $SID_NOTE ]] || echo "- $SID_NOTE"
     echo "- transcripts, normalised transcripts, diffs, logs: \`$ART/\`"
     echo
     echo "## Which library each setting loads"

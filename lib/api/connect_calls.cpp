@@ -69,6 +69,7 @@ uri::UriInfo base_uri_info(Handle &h) {
   u.tls_certificates = s.tls_certificates;
   u.tls_psk_file = s.tls_psk_file;
   u.tls_hostname = s.tls_hostname;
+  u.tls_priority = s.tls_priority;
   u.tls_verify_peer = s.tls_verify_peer;
   return u;
 }
@@ -173,7 +174,9 @@ int aio_connect_systemd_socket_activation(Handle &h, char **argv) {
 namespace {
 
 // nbd+ssh: ssh to the host and let netcat there join our end of a socketpair to the NBD
-// server: its Unix socket when the URI names one, else port 10809 on the remote host.
+// server: its Unix socket when the URI names one, else the URI's nbd-port (default
+// 10809) on the remote host.  The URI's user is ssh's login (-l, checked by the parser
+// to be a plain name); ?compress=true adds -C.  The TLS username never reaches ssh.
 int connect_over_ssh(Handle &h, const uri::NbdUri &u) {
   // A host name that ssh would read as an option (-oProxyCommand=...) runs commands here.
   if (u.host.empty() || u.host[0] == '-') {
@@ -190,7 +193,9 @@ int connect_over_ssh(Handle &h, const uri::NbdUri &u) {
   if (u.socket_path) {
     remote.insert(remote.end(), {"-U", *u.socket_path});
   } else {
-    remote.insert(remote.end(), {"localhost", std::to_string(uri::kDefaultNbdPortNumber)});
+    // A number (the parser checked), and quoted like every other word all the same.
+    remote.insert(remote.end(),
+                  {"localhost", std::to_string(u.nbd_port.value_or(uri::kDefaultNbdPortNumber))});
   }
   // ssh joins the remote command's words with spaces and the remote user's shell parses
   // the line, so it is handed over as one line with every word quoted.
@@ -200,12 +205,19 @@ int connect_over_ssh(Handle &h, const uri::NbdUri &u) {
     set_error(e.errnum, "ssh: remote socket path: %s", e.message.c_str());
     return -1;
   }
-  std::vector<std::string> argv = {"ssh", "-p", u.port, "--", u.host, *line};
+  std::vector<std::string> argv = {"ssh"};
+  if (u.compress) argv.push_back("-C");
+  argv.insert(argv.end(), {"-p", u.port});
+  if (u.ssh_user) argv.insert(argv.end(), {"-l", *u.ssh_user});
+  argv.insert(argv.end(), {"--", u.host, *line});
   Connection &conn = new_connection(h);
   conn.uri_info = base_uri_info(h);
   conn.uri_info.transport = uri::Transport::Ssh;
   conn.uri_info.host = u.host;
   conn.uri_info.port = u.port;
+  conn.uri_info.ssh_user = u.ssh_user;
+  conn.uri_info.ssh_nbd_port = u.nbd_port;
+  conn.uri_info.compress = u.compress;
   if (u.socket_path) conn.uri_info.socket_path = *u.socket_path;
   auto cc = transport::connect_command(argv);
   if (!cc) return failed(h, cc.take_error());
@@ -224,6 +236,7 @@ int aio_connect_uri(Handle &h, const char *uri_text) {
     policy.allowed_transports = h.settings.uri_allow_transports;
     policy.allow_tls = h.settings.uri_allow_tls;
     policy.allow_local_file = h.settings.uri_allow_local_file;
+    policy.allow_tls_priority = h.settings.uri_allow_tls_priority;
   }
   auto parsed = uri::parse_nbd_uri(uri_text, policy);
   if (!parsed) {
@@ -241,6 +254,7 @@ int aio_connect_uri(Handle &h, const char *uri_text) {
     if (u.tls_certificates) s.tls_certificates = u.tls_certificates;
     if (u.tls_psk_file) s.tls_psk_file = u.tls_psk_file;
     if (u.tls_hostname) s.tls_hostname = u.tls_hostname;
+    if (u.tls_priority) s.tls_priority = u.tls_priority;
     if (u.tls_verify_peer) s.tls_verify_peer = *u.tls_verify_peer;
   }
   switch (u.transport) {

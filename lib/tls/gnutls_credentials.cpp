@@ -25,6 +25,21 @@ Error gnutls_error(std::string_view call, int err) {
   return make_error(0, std::string(call) + ": " + gnutls_strerror(err));
 }
 
+// gnutls_priority_set_direct, failing with the string and where GnuTLS stopped reading
+// it: "gnutls_priority_set_direct: The request is invalid." alone does not say that the
+// caller's nbd_set_tls_priority (or ?tls-priority=) is what is wrong.
+Status set_priority(gnutls_session_t session, const std::string &priority) {
+  const char *err_pos = nullptr;
+  int err = gnutls_priority_set_direct(session, priority.c_str(), &err_pos);
+  if (err >= 0)
+    return {};
+  std::string msg = "invalid TLS priority string \"" + priority + "\"";
+  if (err_pos != nullptr && err_pos >= priority.c_str() &&
+      err_pos <= priority.c_str() + priority.size())
+    msg += " (at \"" + std::string(err_pos) + "\")";
+  return make_error(EINVAL, msg + ": gnutls_priority_set_direct: " + gnutls_strerror(err));
+}
+
 bool readable(const std::string &path) { return ::access(path.c_str(), R_OK) == 0; }
 
 // Overwrites key material before its memory is released.
@@ -32,6 +47,17 @@ void wipe(std::string &s) {
   if (!s.empty())
     gnutls_memset(s.data(), 0, s.size());
   s.clear();
+}
+
+// Adds a certificate and its key when both files are readable (else nothing).
+Status load_key_pair(Credentials &creds, const std::string &cert, const std::string &key) {
+  if (!readable(cert) || !readable(key))
+    return {};
+  int err = gnutls_certificate_set_x509_key_file(creds.cert, cert.c_str(), key.c_str(),
+                                                 GNUTLS_X509_FMT_PEM);
+  if (err < 0)
+    return gnutls_error("gnutls_certificate_set_x509_key_file: " + cert + ", " + key, err);
+  return {};
 }
 
 // Loads the credentials of one directory.  Returns true when the directory has a
@@ -50,12 +76,26 @@ Result<bool> load_directory(const std::string &dir, Credentials &creds) {
     return gnutls_error("gnutls_certificate_set_x509_trust_file: " + ca, err);
 
   // A client certificate is optional: servers that do not check clients need none.
-  std::string cert = dir + "/client-cert.pem", key = dir + "/client-key.pem";
-  if (readable(cert) && readable(key)) {
-    err = gnutls_certificate_set_x509_key_file(creds.cert, cert.c_str(), key.c_str(),
-                                               GNUTLS_X509_FMT_PEM);
-    if (err < 0)
-      return gnutls_error("gnutls_certificate_set_x509_key_file: " + cert + ", " + key, err);
+  // client-cert-N.pem / client-key-N.pem (N = 0, 1, ... while they exist, libnbd 1.24)
+  // add more pairs, e.g. one per algorithm for hybrid post-quantum setups or one per
+  // CA: GnuTLS then offers the server the pair that suits the CAs and signature
+  // algorithms it asked for.
+  Status pair = load_key_pair(creds, dir + "/client-cert.pem", dir + "/client-key.pem");
+  if (!pair)
+    return pair.take_error();
+  for (unsigned n = 0;; n++) {
+    std::string cert = dir + "/client-cert-" + std::to_string(n) + ".pem";
+    std::string key = dir + "/client-key-" + std::to_string(n) + ".pem";
+    if (!readable(cert) && !readable(key))
+      break;
+    // Half a pair is a mistake in the directory, not a reason to quietly stop here
+    // and connect with fewer certificates than the caller put there.
+    if (!readable(cert) || !readable(key))
+      return make_error(EINVAL, "TLS certificates directory " + dir + " has only one of " +
+                                    cert + " and " + key);
+    pair = load_key_pair(creds, cert, key);
+    if (!pair)
+      return pair.take_error();
   }
 
   std::string crl = dir + "/ca-crl.pem";
@@ -89,10 +129,11 @@ Result<bool> load_certificate_directory(const TlsConfig &config, Credentials &cr
 
 Status set_up_certificates(gnutls_session_t session, const TlsConfig &config,
                            Credentials &creds) {
-  int err = gnutls_priority_set_direct(session, config.priority.c_str(), nullptr);
-  if (err < 0)
-    return gnutls_error("gnutls_priority_set_direct", err);
+  Status prio = set_priority(session, config.priority);
+  if (!prio)
+    return prio;
 
+  int err;
   Result<bool> found = load_certificate_directory(config, creds);
   if (!found)
     return found.take_error();
@@ -159,10 +200,10 @@ Result<std::string> lookup_psk(const std::string &file, const std::string &usern
 }
 
 Status set_up_psk(gnutls_session_t session, const TlsConfig &config, Credentials &creds) {
-  const std::string priority = config.priority + kPskExchanges;
-  int err = gnutls_priority_set_direct(session, priority.c_str(), nullptr);
-  if (err < 0)
-    return gnutls_error("gnutls_priority_set_direct", err);
+  Status prio = set_priority(session, config.priority + kPskExchanges);
+  if (!prio)
+    return prio;
+  int err;
 
   std::string username;
   if (config.username) {

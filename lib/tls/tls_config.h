@@ -23,7 +23,8 @@ inline constexpr const char *kDefaultPriority = DUPLEXNBD_TLS_PRIORITY_DEFAULT;
 struct TlsConfig {
   // nbd_set_tls_certificates.  When unset: non-root users search $HOME/.pki/libnbd then
   // $HOME/.config/pki/libnbd, root searches /etc/pki/libnbd.  A directory counts only
-  // if it holds a readable ca-cert.pem; client-cert.pem + client-key.pem and ca-crl.pem
+  // if it holds a readable ca-cert.pem; client-cert.pem + client-key.pem, the pairs
+  // client-cert-N.pem + client-key-N.pem for N = 0, 1, ... (libnbd 1.24) and ca-crl.pem
   // are then loaded when present.  With no such directory the system trust store is
   // used.  (An explicitly set directory that lacks ca-cert.pem also falls back to the
   // system store, not to the default directories, as libnbd does.)

@@ -134,6 +134,21 @@ std::optional<uint32_t> parse_cid(std::string_view s) {
   return static_cast<uint32_t>(n);
 }
 
+// ?nbd-port=: plain decimal (no sign, no spaces), at most UINT32_MAX.
+std::optional<uint32_t> parse_port_param(std::string_view s) { return parse_cid(s); }
+
+// An ssh login that is a plain POSIX user name: ssh may substitute it (%r)
+// into a command its local shell runs, so nothing a shell reads as syntax
+// gets through, and a leading '-' cannot pose as an option.
+bool plain_user_name(std::string_view s) {
+  if (s.empty() || s[0] == '-') return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
 Error no_scheme_error(std::string_view uri, const UriPolicy &policy) {
   std::string msg =
       "NBD URI does not have a scheme: valid NBD URIs should start with a scheme "
@@ -214,6 +229,27 @@ Result<NbdUri> parse_nbd_uri(std::string_view uri, const UriPolicy &policy) {
                           "could not parse tls-verify-peer parameter, expecting "
                           "tls-verify-peer=true|false");
       out.tls_verify_peer = *v;
+    } else if (iequals(p.name, "tls-priority")) {
+      if (!policy.allow_tls_priority)
+        return make_error(EPERM,
+                          "the TLS priority (tls-priority) is not allowed in URIs, call "
+                          "nbd_set_uri_allow_tls_priority to enable this");
+      out.tls_priority = c_string(p.value);
+    } else if (iequals(p.name, "tls-username")) {
+      out.tls_username = c_string(p.value);
+    } else if (iequals(p.name, "nbd-port")) {
+      auto n = parse_port_param(p.value);
+      bool vsock = out.transport == Transport::Vsock;
+      if (!n || (!vsock && (*n == 0 || *n > 65535)))
+        return make_error(EINVAL, std::string("could not parse nbd-port parameter, expecting ") +
+                                      (vsock ? "a number up to 4294967295" : "a port 1-65535"));
+      out.nbd_port = *n;
+    } else if (iequals(p.name, "compress")) {
+      auto v = parse_bool(c_string(p.value));
+      if (!v)
+        return make_error(EINVAL,
+                          "could not parse compress parameter, expecting compress=true|false");
+      out.compress = *v;
     }
     // Anything else is ignored, as libnbd does (the spec says "SHOULD be
     // diagnosed", but rejecting would break URIs libnbd accepts).
@@ -221,9 +257,20 @@ Result<NbdUri> parse_nbd_uri(std::string_view uri, const UriPolicy &policy) {
 
   // libxml2 mis-reports an empty userinfo ("nbd://@host") as the rest of
   // the URI; an empty name is more sensibly no name at all.
+  // For +ssh it is ssh's login; elsewhere the TLS username, unless
+  // ?tls-username= (already in out.tls_username) overrides it.
   if (parts.userinfo) {
     std::string user = c_string(decode(*parts.userinfo));
-    if (!user.empty()) out.tls_username = std::move(user);
+    if (!user.empty()) {
+      if (out.transport == Transport::Ssh) {
+        if (!plain_user_name(user))
+          return make_error(EINVAL, "ssh user name in NBD URI must be made of letters, digits, "
+                                    "'.', '_' and '-' (and not begin with '-')");
+        out.ssh_user = std::move(user);
+      } else if (!out.tls_username) {
+        out.tls_username = std::move(user);
+      }
+    }
   }
 
   // has_authority guarantees the path is empty or starts with '/'.
@@ -236,6 +283,7 @@ Result<NbdUri> parse_nbd_uri(std::string_view uri, const UriPolicy &policy) {
   switch (out.transport) {
   case Transport::Tcp:
     out.host = host.empty() ? "localhost" : std::move(host);
+    if (out.nbd_port) port = out.nbd_port;
     out.port = port ? std::to_string(*port) : kDefaultNbdPort;
     break;
   case Transport::Unix:
@@ -247,7 +295,7 @@ Result<NbdUri> parse_nbd_uri(std::string_view uri, const UriPolicy &policy) {
       if (!cid) return make_error(EINVAL, "cannot parse vsock CID from NBD URI: " + host);
       out.vsock_cid = *cid;
     }
-    out.vsock_port = port.value_or(kDefaultNbdPortNumber);
+    out.vsock_port = out.nbd_port ? *out.nbd_port : port.value_or(kDefaultNbdPortNumber);
     break;
   case Transport::Ssh:
     if (host.empty()) return make_error(EINVAL, "SSH transport requires a server name");
@@ -374,6 +422,30 @@ void add_param(std::string &query, std::string_view name, std::string_view value
 
 }  // namespace
 
+UriInfo uri_info_from(const NbdUri &u) {
+  UriInfo i;
+  i.tls = u.tls;
+  i.transport = u.transport;
+  i.host = u.host;
+  i.port = u.port;
+  i.socket_path = u.socket_path.value_or("");
+  i.vsock_cid = u.vsock_cid;
+  i.vsock_port = u.vsock_port;
+  i.export_name = u.export_name;
+  if (u.transport == Transport::Ssh) {
+    i.ssh_user = u.ssh_user;
+    i.ssh_nbd_port = u.nbd_port;
+    i.compress = u.compress;
+  }
+  i.tls_username = u.tls_username;
+  i.tls_certificates = u.tls_certificates;
+  i.tls_psk_file = u.tls_psk_file;
+  i.tls_hostname = u.tls_hostname;
+  i.tls_priority = u.tls_priority;
+  i.tls_verify_peer = u.tls_verify_peer.value_or(true);
+  return i;
+}
+
 Result<std::string> format_nbd_uri(const UriInfo &info) {
   if (!info.transport)
     return make_error(EINVAL, "cannot construct a URI for this connection type");
@@ -394,7 +466,14 @@ Result<std::string> format_nbd_uri(const UriInfo &info) {
     break;
   case Transport::Vsock:
     uri += "+vsock";
-    authority = std::to_string(info.vsock_cid) + ":" + std::to_string(info.vsock_port);
+    authority = std::to_string(info.vsock_cid);
+    // A URI port of 0 reads as "the default", and one over INT_MAX does
+    // not parse; ?nbd-port= carries any vsock port.
+    if (info.vsock_port == 0 || info.vsock_port > static_cast<uint32_t>(INT_MAX)) {
+      add_param(query, "nbd-port", std::to_string(info.vsock_port));
+    } else {
+      authority += ":" + std::to_string(info.vsock_port);
+    }
     break;
   case Transport::Ssh: {
     uri += "+ssh";
@@ -402,12 +481,19 @@ Result<std::string> format_nbd_uri(const UriInfo &info) {
     if (!hp) return hp.take_error();
     authority = hp.value();
     if (!info.socket_path.empty()) add_param(query, "socket", info.socket_path);
+    if (info.ssh_nbd_port && *info.ssh_nbd_port != kDefaultNbdPortNumber)
+      add_param(query, "nbd-port", std::to_string(*info.ssh_nbd_port));
+    if (info.compress) add_param(query, "compress", "true");
+    // The userinfo is ssh's login here, so the TLS username goes in the query.
+    if (info.tls_username) add_param(query, "tls-username", *info.tls_username);
     break;
   }
   }
 
   uri += "://";
-  if (info.tls_username) uri += percent_encode(*info.tls_username, kUserLiteral) + "@";
+  const std::optional<std::string> &user =
+      *info.transport == Transport::Ssh ? info.ssh_user : info.tls_username;
+  if (user) uri += percent_encode(*user, kUserLiteral) + "@";
   uri += authority;
   uri += '/';
   uri += percent_encode(info.export_name, kPathLiteral);
@@ -415,6 +501,7 @@ Result<std::string> format_nbd_uri(const UriInfo &info) {
   if (info.tls_certificates) add_param(query, "tls-certificates", *info.tls_certificates);
   if (info.tls_psk_file) add_param(query, "tls-psk-file", *info.tls_psk_file);
   if (info.tls_hostname) add_param(query, "tls-hostname", *info.tls_hostname);
+  if (info.tls_priority) add_param(query, "tls-priority", *info.tls_priority);
   if (!info.tls_verify_peer) add_param(query, "tls-verify-peer", "false");
   return uri + query;
 }

@@ -11,7 +11,7 @@
 
 #include "core/status.h"
 
-// Behaviour follows libnbd 1.22 (the NBD URI spec is NetworkBlockDevice/nbd
+// Behaviour follows libnbd 1.22, plus 1.24's query parameters (the NBD URI spec is NetworkBlockDevice/nbd
 // doc/uri.md).  Where libnbd 1.14 differs (it is what Debian 12 ships) the
 // tests say so.
 namespace duplexnbd::uri {
@@ -39,13 +39,14 @@ struct UriPolicy {
   uint32_t allowed_transports = kAllowTransportMask;
   int allow_tls = kTlsAllow;
   bool allow_local_file = false;
+  bool allow_tls_priority = false;  // nbd_set_uri_allow_tls_priority (libnbd 1.24)
 };
 
 enum class Transport {
   Tcp,    // nbd://, nbds://
   Unix,   // nbd+unix://, nbds+unix://
   Vsock,  // nbd+vsock://, nbds+vsock://
-  Ssh,    // nbd+ssh://, nbds+ssh://  (libnbd 1.22: `ssh -p PORT HOST nc ...`)
+  Ssh,    // nbd+ssh://, nbds+ssh://  (`ssh [-C] -p PORT [-l USER] -- HOST nc ...`)
 };
 
 // A parsed and policy-checked NBD URI: what nbd_connect_uri applies to the
@@ -77,10 +78,23 @@ struct NbdUri {
   // The path without its leading '/' ("" when absent); at most 4096 bytes.
   std::string export_name;
 
-  // From the userinfo ("alice@host"; a "user:password" userinfo is kept
-  // whole, as libnbd does).  Used for TLS-PSK only, even for +ssh.
+  // The TLS username: the userinfo ("alice@host"; a "user:password"
+  // userinfo is kept whole, as libnbd does), overridden by ?tls-username=.
+  // For +ssh the userinfo is ssh's login instead (libnbd 1.24), so there
+  // only ?tls-username= sets it.
   std::optional<std::string> tls_username;
+  // Ssh: the userinfo, the login for `ssh -l`.  Only [A-Za-z0-9._-] (not
+  // starting with '-'): ssh may expand %r into a local shell command
+  // (ProxyCommand, Match exec), so nothing else is let through.
+  std::optional<std::string> ssh_user;
+  // ?nbd-port= (libnbd 1.24), already applied to `port` (Tcp, 1..65535) and
+  // `vsock_port` (any uint32).  Ssh: the NBD server's port on the remote
+  // side (1..65535; nullopt means 10809) while `port` stays ssh's.
+  std::optional<uint32_t> nbd_port;
+  // ?compress= (libnbd 1.24, a boolean): ssh -C.  Ignored by other transports.
+  bool compress = false;
   // Query parameters.  When repeated, the last one wins.
+  std::optional<std::string> tls_priority;      // needs allow_tls_priority
   std::optional<std::string> tls_certificates;  // needs allow_local_file
   std::optional<std::string> tls_psk_file;      // needs allow_local_file
   std::optional<std::string> tls_hostname;
@@ -93,11 +107,12 @@ struct NbdUri {
 //   EPERM   transport not in allowed_transports, TLS forbidden or required;
 //   EINVAL  "socket" missing for +unix, present for tcp or vsock;
 //   EPERM   tls-certificates / tls-psk-file without allow_local_file;
-//   EINVAL  tls-verify-peer not a boolean;
+//   EPERM   tls-priority without allow_tls_priority;
+//   EINVAL  tls-verify-peer or compress not a boolean, nbd-port not a port;
 //   ENAMETOOLONG export name over 4096 bytes;
-//   EINVAL  vsock CID not a number, +ssh without a host.
-// Unknown query parameters (including "tls-username", which libnbd does not
-// have) are ignored, and so is the fragment.
+//   EINVAL  vsock CID not a number, +ssh without a host or with a login
+//           that is not a plain user name.
+// Unknown query parameters are ignored, and so is the fragment.
 Result<NbdUri> parse_nbd_uri(std::string_view uri, const UriPolicy &policy);
 
 // nbd_is_uri: a quick heuristic (no parsing, no policy): true when `text`
@@ -135,8 +150,15 @@ struct UriInfo {
   // nbd_set_export_name; written as the path.
   std::string export_name;
 
+  // Ssh: the login, written as "user@" (the TLS username then goes in the
+  // query); the remote NBD port, written as ?nbd-port= unless 10809; ssh -C.
+  std::optional<std::string> ssh_user;
+  std::optional<uint32_t> ssh_nbd_port;
+  bool compress = false;
+
   // TLS settings that libnbd writes back into the URI when set.
-  std::optional<std::string> tls_username;      // as "user@"
+  std::optional<std::string> tls_username;      // as "user@" (+ssh: ?tls-username=)
+  std::optional<std::string> tls_priority;      // ?tls-priority=
   std::optional<std::string> tls_certificates;  // ?tls-certificates=
   std::optional<std::string> tls_psk_file;      // ?tls-psk-file=
   std::optional<std::string> tls_hostname;      // ?tls-hostname=
@@ -151,12 +173,18 @@ struct UriInfo {
 Status set_uri_endpoint_from_sockaddr(UriInfo &info, const struct sockaddr *addr,
                                       socklen_t addrlen);
 
+// What nbd_connect_uri with `u` leaves in the handle, as nbd_get_uri will
+// see it (before anything else changes the handle's settings).
+UriInfo uri_info_from(const NbdUri &u);
+
 // Build the nbd_get_uri string, e.g. "nbd://example.com:10809/disk",
 // "nbds+unix://alice@/?socket=/tmp/sock&tls-verify-peer=false",
 // "nbd+vsock://2:10809/".  The export name and userinfo are percent-encoded
 // with exactly libnbd's character sets, so ordinary names come out
 // byte-identical.  Query values are percent-encoded too, which libnbd
 // omits (it writes "socket=/a b&c" raw, which cannot be parsed back).
+// A vsock port of 0 or over INT_MAX (which a URI port cannot carry) is
+// written as ?nbd-port=.
 Result<std::string> format_nbd_uri(const UriInfo &info);
 
 }  // namespace duplexnbd::uri

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -123,6 +124,27 @@ TEST_F(ConnectTest, UriTcp) {
   NBD_ASSERT_OK(nbd_connect_uri(h.get(), srv.uri().c_str()));
   EXPECT_EQ(take_string(nbd_get_export_name(h.get())), "");
   ASSERT_NO_FATAL_FAILURE(small_round_trip(h.get()));
+}
+
+// libnbd 1.24: ?nbd-port= overrides the authority's port (here a closed one).
+TEST_F(ConnectTest, UriNbdPortOverridesTheAuthoritysPort) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start_tcp({"memory", "1M"}));
+  Handle h = make_handle();
+  ASSERT_TRUE(h);
+  int closed = pick_free_tcp_port();
+  std::string uri = "nbd://127.0.0.1:" + std::to_string(closed) + "/?nbd-port=" + std::to_string(srv.port());
+  NBD_ASSERT_OK(nbd_connect_uri(h.get(), uri.c_str()));
+  EXPECT_EQ(nbd_get_size(h.get()), int64_t(1 * MiB));
+  // nbd_get_uri names the port actually used, in the authority.
+  EXPECT_EQ(take_string(nbd_get_uri(h.get())), "nbd://127.0.0.1:" + std::to_string(srv.port()) + "/");
+  ASSERT_NO_FATAL_FAILURE(small_round_trip(h.get()));
+
+  Handle bad = make_handle();
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(nbd_connect_uri(bad.get(), "nbd://127.0.0.1/?nbd-port=http"), -1);
+  EXPECT_EQ(nbd_get_errno(), EINVAL);
+  EXPECT_TRUE(nbd_aio_is_created(bad.get()));
 }
 
 class InfoTest : public IntegrationTest {};

@@ -16,6 +16,7 @@
 
 #include "support/nbd_helpers.h"
 #include "support/process.h"
+#include "support/servers.h"
 
 namespace dnbd_test {
 namespace {
@@ -78,6 +79,39 @@ TEST_F(SshUriTest, OptionLookingHostIsRefused) {
   EXPECT_TRUE(ssh_args().empty()) << "ssh was started";
 }
 
+// libnbd 1.24's query parameters: the userinfo is ssh's login, compress=true is -C,
+// nbd-port is the remote NBD port, tls-username stays on this side.
+TEST_F(SshUriTest, LoginCompressAndRemotePort) {
+  NBD_ASSERT_OK(nbd_connect_uri(
+      h_.get(), "nbd+ssh://carol@example.test:2222/?nbd-port=10900&compress=true&tls-username=dave"));
+  EXPECT_EQ(ssh_args(), (std::vector<std::string>{"-C", "-p", "2222", "-l", "carol", "--",
+                                                  "example.test", "nc localhost 10900"}));
+  EXPECT_EQ(nbd_get_size(h_.get()), 1024 * 1024);
+  char *user = nbd_get_tls_username(h_.get());
+  ASSERT_NE(user, nullptr) << last_error();
+  EXPECT_STREQ(user, "dave");
+  free(user);
+  char *uri = nbd_get_uri(h_.get());
+  ASSERT_NE(uri, nullptr) << last_error();
+  EXPECT_STREQ(uri, "nbd+ssh://carol@example.test:2222/?nbd-port=10900&compress=true&tls-username=dave");
+  free(uri);
+  NBD_EXPECT_OK(nbd_shutdown(h_.get(), 0));
+}
+
+TEST_F(SshUriTest, BadLoginOrNbdPortIsRefusedBeforeSsh) {
+  for (const char *bad : {"nbd+ssh://a%3Btouch%20x@example.test/", "nbd+ssh://%24(id)@example.test/",
+                          "nbd+ssh://-oProxyCommand=id@example.test/",
+                          "nbd+ssh://example.test/?nbd-port=1%3Bid", "nbd+ssh://example.test/?nbd-port=70000",
+                          "nbd+ssh://example.test/?compress=sometimes"}) {
+    SCOPED_TRACE(bad);
+    Handle h = make_handle();
+    ASSERT_TRUE(h);
+    EXPECT_EQ(nbd_connect_uri(h.get(), bad), -1);
+    EXPECT_EQ(nbd_get_errno(), EINVAL) << last_error();
+    EXPECT_TRUE(ssh_args().empty()) << "ssh was started";
+  }
+}
+
 TEST_F(SshUriTest, RefusedWhenTransportNotAllowed) {
   NBD_ASSERT_OK(nbd_set_uri_allow_transports(h_.get(), LIBNBD_ALLOW_TRANSPORT_UNIX));
   EXPECT_EQ(nbd_connect_uri(h_.get(), "nbd+ssh://example.test/"), -1);
@@ -128,7 +162,7 @@ protected:
                  "#!/bin/sh\n"
                  "printf '%s\\0' \"$@\" > '" + ssh_log_ + "'\n"
                  "while [ $# -gt 0 ]; do\n"
-                 "  case \"$1\" in -p) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac\n"
+                 "  case \"$1\" in -p|-l) shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac\n"
                  "done\n"
                  "shift  # the host\n"
                  "cd '" + dir_.path() + "'  # as sshd starts in the home directory\n"
@@ -273,6 +307,68 @@ TEST_F(SshRemoteShellTest, DefaultRemotePortGoesThroughTheShellToo) {
   ASSERT_FALSE(ssh.empty());
   EXPECT_EQ(ssh.back(), "nc localhost 10809");
   EXPECT_EQ(read_nul_separated(nc_log_), (std::vector<std::string>{"localhost", "10809"}));
+}
+
+// nbd-port reaches a real NBD server on the "remote" side's TCP port, through the shell.
+TEST_F(SshRemoteShellTest, NbdPortReachesTheRemoteServer) {
+  NbdkitServer server;
+  START_OR_SKIP(server.start_tcp({"memory", "2M"}));
+  const std::string uri = "nbd+ssh://example.test/?nbd-port=" + std::to_string(server.port());
+  NBD_ASSERT_OK(nbd_connect_uri(h_.get(), uri.c_str()));
+  EXPECT_EQ(read_nul_separated(nc_log_),
+            (std::vector<std::string>{"localhost", std::to_string(server.port())}));
+  EXPECT_EQ(nbd_get_size(h_.get()), 2 * 1024 * 1024);
+  NBD_EXPECT_OK(nbd_shutdown(h_.get(), 0));
+}
+
+// A TLS username full of shell syntax is accepted (it is only ever a TLS identity) and
+// never reaches ssh or the remote shell; an nbd-port with shell syntax never gets that
+// far.  Each attempt would create the marker if it ran.
+TEST_F(SshRemoteShellTest, TlsUsernameAndNbdPortRunNothing) {
+  std::string nbdkit = find_program("nbdkit");
+  if (nbdkit.empty()) GTEST_SKIP() << "nbdkit is not installed";
+  const std::string socket = dir_.file("nbd.sock");
+  ChildProcess server;
+  std::string error;
+  ASSERT_TRUE(server.start({nbdkit, "-f", "--exit-with-parent", "-U", socket, "memory", "1M"},
+                           dir_.file("server.log"), &error))
+      << error;
+  ASSERT_TRUE(wait_for_unix_socket(socket, server, std::chrono::seconds(20), &error)) << error;
+  const std::string m = marker_;
+  const std::vector<std::string> attempts = {
+      "x;touch " + m, "$(touch " + m + ")", "`touch " + m + "`", "x\ntouch " + m, "x' ; touch " + m + " #",
+  };
+  for (const std::string &user : attempts) {
+    SCOPED_TRACE("tls-username=" + user);
+    ::unlink(nc_log_.c_str());
+    Handle h = make_handle();
+    ASSERT_TRUE(h);
+    const std::string uri = "nbd+ssh://example.test/?socket=" + percent_encode(socket) +
+                            "&tls-username=" + percent_encode(user);
+    NBD_ASSERT_OK(nbd_connect_uri(h.get(), uri.c_str()));
+    EXPECT_EQ(nbd_get_size(h.get()), 1024 * 1024);
+    for (const std::string &arg : read_nul_separated(ssh_log_))
+      EXPECT_EQ(arg.find("touch"), std::string::npos) << "ssh was given: " << arg;
+    EXPECT_EQ(read_nul_separated(nc_log_), (std::vector<std::string>{"-U", socket}));
+    char *got = nbd_get_tls_username(h.get());
+    ASSERT_NE(got, nullptr);
+    EXPECT_EQ(std::string(got), user);
+    free(got);
+    NBD_EXPECT_OK(nbd_shutdown(h.get(), 0));
+    EXPECT_FALSE(marker_exists()) << "the TLS username ran a command";
+  }
+  for (const std::string &port : {"1;touch " + m, "$(touch " + m + ")", "`touch " + m + "`",
+                                  "1\ntouch " + m, "1 " + m}) {
+    SCOPED_TRACE("nbd-port=" + port);
+    ::unlink(ssh_log_.c_str());
+    Handle h = make_handle();
+    ASSERT_TRUE(h);
+    const std::string uri = "nbd+ssh://example.test/?nbd-port=" + percent_encode(port);
+    EXPECT_EQ(nbd_connect_uri(h.get(), uri.c_str()), -1);
+    EXPECT_EQ(nbd_get_errno(), EINVAL) << last_error();
+    EXPECT_NE(::access(ssh_log_.c_str(), F_OK), 0) << "ssh was started";
+    EXPECT_FALSE(marker_exists());
+  }
 }
 
 }  // namespace

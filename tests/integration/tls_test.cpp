@@ -9,11 +9,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/nbd_helpers.h"
@@ -492,6 +494,260 @@ TEST_F(TlsTest, WritesFromABufferThatReadsOverwriteKeepFlowing) {
     }
   }
   NBD_EXPECT_OK(nbd_shutdown(h, 0));
+}
+
+// ---- libnbd 1.24: tls-username=, client-cert-N.pem pairs, the priority string ---------
+
+// ?tls-username= overrides the URI's user: mallory has no key, alice has.
+TEST_F(TlsTest, UriTlsUsernameOverridesTheUserinfo) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "1M"}));
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  std::string base = "nbds+unix://mallory@/?socket=" + srv.socket_path() + "&tls-psk-file=" + path("keys.psk");
+  EXPECT_EQ(nbd_connect_uri(h_.get(), base.c_str()), -1) << "mallory is not in the PSK file";
+  h_ = make_handle();
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  NBD_ASSERT_OK(nbd_connect_uri(h_.get(), (base + "&tls-username=alice").c_str()));
+  char *back = nbd_get_uri(h_.get());
+  ASSERT_NE(back, nullptr) << last_error();
+  std::string got = back;
+  free(back);
+  EXPECT_EQ(got, "nbds+unix://alice@/?socket=" + srv.socket_path() + "&tls-psk-file=" + path("keys.psk"));
+  expect_data_round_trip();
+}
+
+
+// Collects the library's debug messages (nbd_set_debug_callback).
+void capture_debug(nbd_handle *h, DebugLines &debug) {
+  nbd_set_debug_callback(h, {[](void *ud, const char *, const char *msg) {
+                               auto *d = static_cast<DebugLines *>(ud);
+                               std::lock_guard g(d->lock);
+                               d->lines.emplace_back(msg);
+                               return 0;
+                             },
+                             &debug, nullptr});
+  nbd_set_debug(h, true);
+}
+
+// The protocol named by "connection is using TLS: <version> cipher ...", from GnuTLS's
+// gnutls_protocol_get_version on our side of the session; "" when not logged.
+std::string logged_tls_version(DebugLines &debug) {
+  const std::string all = debug.joined();
+  const std::string mark = "connection is using TLS: ";
+  size_t at = all.find(mark);
+  if (at == std::string::npos) return "";
+  at += mark.size();
+  return all.substr(at, all.find(' ', at) - at);
+}
+
+class TlsClientCertsTest : public TlsTest {
+protected:
+  // A client key and certificate (tls_www_client) issued by the CA of Pki directory `ca`.
+  void make_client_pair(const std::string &ca, const std::string &cert, const std::string &key) {
+    using duplexnbd::tls_testing::run;
+    const std::string log = work_.path() + "/certtool.log", tmpl = work_.path() + "/client.info";
+    duplexnbd::tls_testing::write_file(
+        tmpl, "organization = duplexnbd tests\ncn = client of " + ca +
+                  "\nexpiration_days = 30\nencryption_key\nsigning_key\ntls_www_client\n");
+    ASSERT_TRUE(run({"certtool", "--generate-privkey", "--key-type=ecdsa", "--outfile", key}, log) &&
+                run({"certtool", "--generate-certificate", "--load-ca-certificate",
+                     path(ca + "/ca-cert.pem"), "--load-ca-privkey", path(ca + "/ca-key.pem"),
+                     "--load-privkey", key, "--template", tmpl, "--outfile", cert},
+                    log))
+        << duplexnbd::tls_testing::read_file(log);
+  }
+
+  // A client directory trusting the good CA (so the server is verified), holding the
+  // given pairs: file stem ("client", "client-0", ...) -> issuing Pki CA directory.
+  std::string client_dir(const std::string &name,
+                         const std::vector<std::pair<std::string, std::string>> &pairs) {
+    std::string d = work_.path() + "/" + name;
+    std::filesystem::create_directory(d);
+    std::filesystem::copy_file(path("good/ca-cert.pem"), d + "/ca-cert.pem");
+    for (const auto &[stem, ca] : pairs) {
+      std::string suffix = stem.substr(std::string("client").size());  // "", "-0", ...
+      make_client_pair(ca, d + "/client-cert" + suffix + ".pem", d + "/client-key" + suffix + ".pem");
+    }
+    return d;
+  }
+
+  int connect_with(const std::string &dir, NbdkitServer &srv) {
+    h_ = make_handle();
+    NBD_EXPECT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
+    NBD_EXPECT_OK(nbd_set_tls_certificates(h_.get(), dir.c_str()));
+    return nbd_connect_unix(h_.get(), srv.socket_path().c_str());
+  }
+
+  TempDir work_;
+};
+
+// The server trusts only the good CA and checks client certificates.  The first pair is
+// issued by another CA; only the second can get in, and GnuTLS offers it because the
+// server names the CA it trusts.
+TEST_F(TlsClientCertsTest, SecondClientCertificateIsTheOneTheServerAccepts) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "--tls-verify-peer",
+                           "memory", "1M"}));
+
+  // Controls: the other CA's certificate alone is refused, the good one alone accepted.
+  std::string only_other = client_dir("only-other", {{"client-0", "other"}});
+  EXPECT_EQ(connect_with(only_other, srv), -1) << "the server does not check client certificates";
+  std::string only_good = client_dir("only-good", {{"client-0", "good"}});
+  NBD_ASSERT_OK(connect_with(only_good, srv));
+  NBD_EXPECT_OK(nbd_shutdown(h_.get(), 0));
+
+  std::string both = client_dir("both", {{"client-0", "other"}, {"client-1", "good"}});
+  NBD_ASSERT_OK(connect_with(both, srv));
+  expect_data_round_trip();
+
+  // client-cert.pem and the numbered pairs are loaded together.
+  std::string plain_then_0 = client_dir("plain-then-0", {{"client", "other"}, {"client-0", "good"}});
+  NBD_ASSERT_OK(connect_with(plain_then_0, srv));
+  expect_data_round_trip();
+
+  // Numbering stops at the first missing number: a pair after a gap is not read.
+  std::string gap = client_dir("gap", {{"client-0", "other"}, {"client-2", "good"}});
+  EXPECT_EQ(connect_with(gap, srv), -1);
+}
+
+// Half a pair is an error at connect, naming the files.
+TEST_F(TlsClientCertsTest, HalfAPairIsAnError) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
+  std::string d = client_dir("half", {{"client-0", "good"}});
+  std::filesystem::copy_file(d + "/client-cert-0.pem", d + "/client-cert-1.pem");
+  EXPECT_EQ(connect_with(d, srv), -1);
+  ASSERT_NE(nbd_get_error(), nullptr);
+  EXPECT_NE(std::string(nbd_get_error()).find("client-key-1.pem"), std::string::npos) << nbd_get_error();
+}
+
+class TlsPriorityTest : public TlsTest {
+protected:
+  // qemu-nbd serving a raw image with x509 (Pki "good") and the given server priority.
+  StartStatus start_qemu(QemuNbdServer &srv, const std::string &priority) {
+    image_ = work_.path() + "/disk.raw";
+    if (std::system(("truncate -s 1M " + image_).c_str()) != 0) return StartStatus::failed("truncate");
+    return srv.start(image_, "raw",
+                     {"--object",
+                      "tls-creds-x509,id=tls0,endpoint=server,dir=" + path("good") + ",priority=" + priority,
+                      "--tls-creds", "tls0"});
+  }
+
+  // Closes the handle while the debug log its callback writes to still exists.
+  void TearDown() override { h_.reset(); }
+
+  // Connects h_ (fresh) to srv with the client priority (none: the default).  The
+  // debug lines live as long as the fixture: closing the handle still logs.
+  int connect_with(QemuNbdServer &srv, const char *priority, DebugLines *&debug) {
+    h_ = make_handle();
+    logs_.push_back(std::make_unique<DebugLines>());
+    debug = logs_.back().get();
+    capture_debug(h_.get(), *debug);
+    NBD_EXPECT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
+    NBD_EXPECT_OK(nbd_set_tls_certificates(h_.get(), path("good").c_str()));
+    if (priority) {
+      NBD_EXPECT_OK(nbd_set_tls_priority(h_.get(), priority));
+    }
+    return nbd_connect_unix(h_.get(), srv.socket_path().c_str());
+  }
+
+  TempDir work_;
+  std::string image_;
+  std::vector<std::unique_ptr<DebugLines>> logs_;
+};
+
+// A server that speaks only TLS 1.3 refuses a client whose priority forbids 1.3, and
+// takes the same client with the default priority: the string reaches GnuTLS.
+TEST_F(TlsPriorityTest, ForbiddingTls13FailsAgainstATls13OnlyServer) {
+  QemuNbdServer srv;
+  START_OR_SKIP(start_qemu(srv, "NORMAL:-VERS-ALL:+VERS-TLS1.3"));
+  DebugLines *with_default;
+  NBD_ASSERT_OK(connect_with(srv, nullptr, with_default));
+  EXPECT_EQ(logged_tls_version(*with_default), "TLS1.3") << with_default->joined();
+  expect_data_round_trip();
+
+  DebugLines *forbidding;
+  EXPECT_EQ(connect_with(srv, "NORMAL:-VERS-TLS1.3", forbidding), -1);
+  EXPECT_NE(nbd_get_error(), nullptr);
+}
+
+// Against a server that allows 1.2 and 1.3, forbidding 1.3 gives a TLS 1.2 session.
+TEST_F(TlsPriorityTest, ForbiddingTls13NegotiatesTls12) {
+  QemuNbdServer srv;
+  START_OR_SKIP(start_qemu(srv, "NORMAL"));
+  DebugLines *debug;
+  NBD_ASSERT_OK(connect_with(srv, "NORMAL:-VERS-TLS1.3", debug));
+  EXPECT_EQ(logged_tls_version(*debug), "TLS1.2") << debug->joined();
+  char *p = nbd_get_tls_priority(h_.get());
+  ASSERT_NE(p, nullptr);
+  EXPECT_STREQ(p, "NORMAL:-VERS-TLS1.3");
+  free(p);
+  expect_data_round_trip();
+
+  DebugLines *debug2;
+  NBD_ASSERT_OK(connect_with(srv, nullptr, debug2));
+  EXPECT_EQ(logged_tls_version(*debug2), "TLS1.3") << debug2->joined();
+}
+
+// A priority string GnuTLS cannot parse fails at connect, saying which string and where.
+TEST_F(TlsTest, BadPriorityStringFailsAtConnect) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
+  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
+  NBD_ASSERT_OK(nbd_set_tls_certificates(h_.get(), path("good").c_str()));
+  NBD_ASSERT_OK(nbd_set_tls_priority(h_.get(), "NORMAL:+NO-SUCH-CIPHER-XYZ"));
+  int rc = nbd_connect_unix(h_.get(), srv.socket_path().c_str());
+  std::string err = nbd_get_error() ? nbd_get_error() : "";
+  EXPECT_NE(err.find("\"NORMAL:+NO-SUCH-CIPHER-XYZ\" (at \"+NO-SUCH-CIPHER-XYZ\")"), std::string::npos)
+      << err;
+  expect_refused(rc, "invalid TLS priority string");
+
+  // Same for PSK, whose exchanges are appended to the string.
+  NbdkitServer psk;
+  START_OR_SKIP(psk.start({"--tls=require", "--tls-psk=" + path("keys.psk"), "memory", "1M"}));
+  h_ = make_handle();
+  NBD_ASSERT_OK(nbd_set_tls(h_.get(), LIBNBD_TLS_REQUIRE));
+  NBD_ASSERT_OK(nbd_set_tls_psk_file(h_.get(), path("keys.psk").c_str()));
+  NBD_ASSERT_OK(nbd_set_tls_username(h_.get(), "alice"));
+  NBD_ASSERT_OK(nbd_set_tls_priority(h_.get(), "BOGUS"));
+  expect_refused(nbd_connect_unix(h_.get(), psk.socket_path().c_str()), "invalid TLS priority string");
+}
+
+// ?tls-priority= is refused until nbd_set_uri_allow_tls_priority, then sets the priority
+// (seen in the negotiated version), and comes back in nbd_get_uri.
+TEST_F(TlsTest, UriTlsPriority) {
+  NbdkitServer srv;
+  START_OR_SKIP(srv.start({"--tls=require", "--tls-certificates=" + path("good"), "memory", "1M"}));
+  std::string uri = "nbds+unix:///?socket=" + srv.socket_path() + "&tls-certificates=" + path("good") +
+                    "&tls-priority=NORMAL:-VERS-TLS1.3";
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  EXPECT_EQ(nbd_connect_uri(h_.get(), uri.c_str()), -1);
+  EXPECT_EQ(nbd_get_errno(), EPERM);
+  EXPECT_NE(std::string(nbd_get_error()).find("nbd_set_uri_allow_tls_priority"), std::string::npos);
+  EXPECT_TRUE(nbd_aio_is_created(h_.get()));
+
+  DebugLines debug;
+  capture_debug(h_.get(), debug);
+  NBD_ASSERT_OK(nbd_set_uri_allow_tls_priority(h_.get(), true));
+  NBD_ASSERT_OK(nbd_connect_uri(h_.get(), uri.c_str()));
+  EXPECT_EQ(logged_tls_version(debug), "TLS1.2") << debug.joined();
+  char *p = nbd_get_tls_priority(h_.get());
+  ASSERT_NE(p, nullptr);
+  EXPECT_STREQ(p, "NORMAL:-VERS-TLS1.3");
+  free(p);
+  char *back = nbd_get_uri(h_.get());
+  ASSERT_NE(back, nullptr) << last_error();
+  EXPECT_EQ(std::string(back), uri);
+  free(back);
+  expect_data_round_trip();
+
+  // A bad string through the URI fails at connect, not at parse time.
+  h_ = make_handle();
+  NBD_ASSERT_OK(nbd_set_uri_allow_local_file(h_.get(), true));
+  NBD_ASSERT_OK(nbd_set_uri_allow_tls_priority(h_.get(), true));
+  std::string bad = "nbds+unix:///?socket=" + srv.socket_path() + "&tls-certificates=" + path("good") +
+                    "&tls-priority=NOPE";
+  expect_refused(nbd_connect_uri(h_.get(), bad.c_str()), "invalid TLS priority string");
 }
 
 }  // namespace

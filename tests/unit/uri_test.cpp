@@ -138,9 +138,11 @@ TEST(NbdUriParse, QuerySplitting) {
   EXPECT_EQ(parse_ok("nbd+unix:///?=x&&socket=/s=x").socket_path, "/s=x");
   // '+' is not a space.
   EXPECT_EQ(parse_ok("nbd+unix:///?socket=/a+b").socket_path, "/a+b");
-  // Unknown parameters are ignored [1.14], tls-username too (libnbd has none).
-  NbdUri u = parse_ok("nbd://h/?foo=bar&tls-username=bob&x-experimental");
+  // Unknown parameters are ignored [1.14].  (tls-username, ignored before, is a
+  // libnbd 1.24 parameter: see NbdUri124.)
+  NbdUri u = parse_ok("nbd://h/?foo=bar&x-experimental");
   EXPECT_FALSE(u.tls_username);
+  EXPECT_EQ(u.port, "10809");
 }
 
 TEST(NbdUriParse, Vsock) {
@@ -178,7 +180,9 @@ TEST(NbdUriParse, Ssh) {  // [1.22], experimental in libnbd
   EXPECT_TRUE(u.tls);
   EXPECT_EQ(u.port, "2222");
   EXPECT_EQ(u.socket_path, "/run/nbd.sock");
-  EXPECT_EQ(u.tls_username, "bob");  // a TLS user, not the ssh login
+  // libnbd 1.24: the user is ssh's login, not a TLS user (1.22 made it the TLS user).
+  EXPECT_EQ(u.ssh_user, "bob");
+  EXPECT_FALSE(u.tls_username);
   EXPECT_EQ(u.export_name, "disk");
 
   EXPECT_EQ(parse_ok("nbd+ssh://[::1]/").host, "::1");
@@ -593,22 +597,109 @@ TEST(NbdUriRoundTrip, ParseThenFormat) {
         "nbd+vsock://3:1234/", "nbds+ssh://server:22/x?socket=/s"}) {
     SCOPED_TRACE(text);
     NbdUri u = parse_ok(text);
-    UriInfo i;
-    i.tls = u.tls;
-    i.transport = u.transport;
-    i.host = u.host;
-    i.port = u.port;
-    i.socket_path = u.socket_path.value_or("");
-    i.vsock_cid = u.vsock_cid;
-    i.vsock_port = u.vsock_port;
-    i.export_name = u.export_name;
-    i.tls_username = u.tls_username;
-    i.tls_certificates = u.tls_certificates;
-    i.tls_psk_file = u.tls_psk_file;
-    i.tls_hostname = u.tls_hostname;
-    i.tls_verify_peer = u.tls_verify_peer.value_or(true);
+    UriInfo i = uri_info_from(u);
     EXPECT_EQ(format_ok(i), text);
   }
+}
+
+// ---- libnbd 1.24 query parameters ----------------------------------------
+
+UriPolicy with_priority() {
+  UriPolicy p = permissive();
+  p.allow_tls_priority = true;
+  return p;
+}
+
+TEST(NbdUri124, NbdPort) {
+  // TCP: nbd-port overrides the authority's port.
+  EXPECT_EQ(parse_ok("nbd://h:1234/?nbd-port=4321").port, "4321");
+  EXPECT_EQ(parse_ok("nbd://h/?nbd-port=65535").port, "65535");
+  // vsock: any 32-bit port, which the authority cannot carry past INT_MAX.
+  NbdUri v = parse_ok("nbd+vsock://3/?nbd-port=4294967295");
+  EXPECT_EQ(v.vsock_cid, 3u);
+  EXPECT_EQ(v.vsock_port, 4294967295u);
+  EXPECT_EQ(parse_ok("nbd+vsock://3:5/?nbd-port=0").vsock_port, 0u);
+  // ssh: the authority's port is ssh's, nbd-port is the NBD server's on the remote side.
+  NbdUri s = parse_ok("nbd+ssh://srv:2222/?nbd-port=10810");
+  EXPECT_EQ(s.port, "2222");
+  EXPECT_EQ(s.nbd_port, 10810u);
+  EXPECT_FALSE(parse_ok("nbd+ssh://srv/").nbd_port);
+
+  // An unescaped ';' separates parameters (see QuerySplitting), so this is port 1
+  // and an unknown parameter "touch x", which nothing reads.
+  EXPECT_EQ(parse_ok("nbd+ssh://srv/?nbd-port=1;touch%20x").nbd_port, 1u);
+  for (const char *bad :
+       {"nbd://h/?nbd-port=", "nbd://h/?nbd-port=0", "nbd://h/?nbd-port=65536", "nbd://h/?nbd-port=-1",
+        "nbd://h/?nbd-port=+5", "nbd://h/?nbd-port=%2010", "nbd://h/?nbd-port=nbd",
+        "nbd+vsock://2/?nbd-port=4294967296", "nbd+vsock://2/?nbd-port=12345678901",
+        "nbd+ssh://srv/?nbd-port=1%3Btouch%20x", "nbd+ssh://srv/?nbd-port=$(touch%20x)",
+        "nbd+ssh://srv/?nbd-port=%60touch%20x%60", "nbd+ssh://srv/?nbd-port=1%0Atouch%20x",
+        "nbd+ssh://srv/?nbd-port=1%20-e%20sh"}) {
+    EXPECT_EQ(parse_errno(bad), EINVAL) << bad;
+  }
+}
+
+TEST(NbdUri124, TlsUsername) {
+  // Overrides the userinfo for the TLS transports...
+  EXPECT_EQ(parse_ok("nbds://alice@h/?tls-username=bob").tls_username, "bob");
+  EXPECT_EQ(parse_ok("nbds+unix:///?socket=/s&tls-username=b%20b").tls_username, "b b");
+  // ...and with ssh the userinfo is the login, tls-username the TLS user.  Shell
+  // syntax in a TLS username is just bytes: it never goes to ssh (see the
+  // integration test), so it is accepted.
+  NbdUri s = parse_ok("nbds+ssh://carol@srv/?tls-username=%24(touch%20x)%3B%60y%60");
+  EXPECT_EQ(s.ssh_user, "carol");
+  EXPECT_EQ(s.tls_username, "$(touch x);`y`");
+  // An ssh login that is not a plain user name is refused: ssh may hand %r to a shell.
+  for (const char *bad : {"nbd+ssh://a%3Bb@srv/", "nbd+ssh://%24(x)@srv/", "nbd+ssh://%60x%60@srv/",
+                          "nbd+ssh://a%0Ab@srv/", "nbd+ssh://-oProxyCommand=x@srv/",
+                          "nbd+ssh://a%20b@srv/", "nbd+ssh://a:pw@srv/"}) {
+    EXPECT_EQ(parse_errno(bad), EINVAL) << bad;
+  }
+}
+
+TEST(NbdUri124, Compress) {
+  EXPECT_TRUE(parse_ok("nbd+ssh://srv/?compress=true").compress);
+  EXPECT_TRUE(parse_ok("nbd+ssh://srv/?compress=on").compress);
+  EXPECT_FALSE(parse_ok("nbd+ssh://srv/?compress=false").compress);
+  EXPECT_FALSE(parse_ok("nbd+ssh://srv/").compress);
+  EXPECT_EQ(parse_errno("nbd+ssh://srv/?compress=maybe"), EINVAL);
+}
+
+TEST(NbdUri124, TlsPriority) {
+  // Refused unless the handle allows it, whatever the value.
+  EXPECT_EQ(parse_errno("nbds://h/?tls-priority=NORMAL"), EPERM);
+  EXPECT_EQ(parse_errno("nbd+unix:///?socket=/s&tls-priority="), EPERM);
+  NbdUri u = parse_ok("nbds://h/?tls-priority=NORMAL:-VERS-TLS1.3%3A%2BVERS-TLS1.2", with_priority());
+  EXPECT_EQ(u.tls_priority, "NORMAL:-VERS-TLS1.3:+VERS-TLS1.2");
+  // Checked in order, like the local-file parameters: a later error does not mask it.
+  EXPECT_EQ(parse_errno("nbds://h/?tls-priority=X&tls-verify-peer=bad"), EPERM);
+}
+
+TEST(NbdUri124, RoundTrip) {
+  // Parse, then format what connecting with it leaves: canonical URIs come back unchanged.
+  for (const char *text :
+       {"nbd+ssh://carol@srv:2222/disk?nbd-port=10810&compress=true&tls-username=dave",
+        "nbds+ssh://srv:22/?socket=/s&tls-username=d%20v&tls-priority=NORMAL:-VERS-TLS1.3",
+        "nbd+vsock://3/?nbd-port=4294967295", "nbd+vsock://3/?nbd-port=0",
+        "nbds://alice@h:10809/?tls-priority=NORMAL:%2BVERS-TLS1.2&tls-verify-peer=false",
+        "nbds+unix://u@/?socket=/s&tls-certificates=/c&tls-priority=SECURE256"}) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(format_ok(uri_info_from(parse_ok(text, with_priority()))), text);
+  }
+  // Shorthands come back in the canonical form, meaning the same.
+  EXPECT_EQ(format_ok(uri_info_from(parse_ok("nbd://alice@h:1/?tls-username=bob&nbd-port=7"))),
+            "nbd://bob@h:7/");
+  EXPECT_EQ(format_ok(uri_info_from(parse_ok("nbd+ssh://srv/?nbd-port=10809&compress=0"))),
+            "nbd+ssh://srv:22/");
+  EXPECT_EQ(format_ok(uri_info_from(parse_ok("nbd+vsock://3/?nbd-port=99"))), "nbd+vsock://3:99/");
+  // A priority with separators survives the query escaping.
+  NbdUri odd;
+  odd.transport = Transport::Tcp;
+  odd.host = "h";
+  odd.port = "1";
+  odd.tls_priority = "A&B;C=D#E%F+G";
+  std::string text = format_ok(uri_info_from(odd));
+  EXPECT_EQ(parse_ok(text, with_priority()).tls_priority, "A&B;C=D#E%F+G") << text;
 }
 
 // ---- RFC 3986 layer ------------------------------------------------------
