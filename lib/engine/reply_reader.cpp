@@ -222,6 +222,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     head_ += wire::kSimpleReplySize;
     cookie = r->cookie;
     cur_ = table.find_in_flight(cookie);
+    if (!cur_ && r->error != 0) {
+      // An error reply carries no payload, so the stream is still whole: skipped, as
+      // libnbd 1.22.2 skips it (one without an error may be followed by read data of
+      // unknown length, and ends the connection below).
+      return {};
+    }
     if (!cur_) return protocol_error("no matching command for the server's reply cookie");
     mid_reply_.store(true, std::memory_order_release);
     simple_ = true;

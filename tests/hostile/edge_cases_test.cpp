@@ -244,6 +244,24 @@ TEST_F(EdgeCases, ExtendedHeaderOffsetNotTheRequests) {
   expect_handle_usable();
 }
 
+// A simple error reply for a cookie not in flight: it has no payload, so libnbd 1.22.2
+// skips it and the stream goes on; the read's own reply then arrives.
+TEST_F(EdgeCases, SimpleErrorReplyForUnknownCookieSkipped) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    s.simple_reply(r.cookie + (1ull << 40), nbd::kEio);
+    s.simple_reply(r.cookie, 0, Bytes(size_t(r.length), 0x77));
+    answer_next(s);
+    s.drain();
+  });
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), 0) << last_error();
+  EXPECT_EQ(buf[0], 0x77);
+  expect_handle_usable();
+}
+
 // ---- Block status --------------------------------------------------------------------------
 
 // The first extent of zero length: the callback gets it alone with *error EPROTO.
