@@ -200,7 +200,10 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
         head_ += n;
         discard_left_ -= n;
         if (discard_left_ == 0) {
-          end_chunk(finished, table);
+          if (cur_)
+            end_chunk(finished, table);
+          else
+            step_ = Step::Header;  // the empty chunk of a cookie not in flight, skipped
           break;
         }
         auto r = fill(t, 1, bytes_received);
@@ -257,7 +260,14 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   chunk_ = *h;
   simple_ = false;
   cur_ = table.find_in_flight(chunk_.cookie);
-  if (!cur_) return protocol_error("no matching command for the server's reply cookie");
+  if (!cur_) {
+    // A chunk without payload for a cookie not in flight leaves the stream whole: it is
+    // skipped, as libnbd 1.22.2 skips it; one with a payload ends the connection there.
+    if (chunk_.length != 0) return protocol_error("no matching command for the server's reply cookie");
+    discard_left_ = chunk_.length;
+    step_ = Step::Discard;
+    return {};
+  }
   mid_reply_.store(true, std::memory_order_release);
   cur_->reply_started = true;
 

@@ -204,28 +204,51 @@ TEST_F(ReplyHostile, StructuredReplyNotNegotiated) {
 
 // ---- Cookies -------------------------------------------------------------------------
 
+// An empty chunk (NONE, DONE) for a cookie that is not in flight, then the real reply:
+// it leaves the stream whole, so it is skipped (as libnbd 1.22.2 does) and the read
+// succeeds.
 TEST_F(ReplyHostile, ReplyForUnknownCookie) {
   make();
   connect_ok([](FakeServer &s) {
     Request r;
     if (!s.handshake_then_request(r)) return;
     s.chunk(r.cookie + 1000, nbd::kReplyFlagDone, nbd::kReplyNone, {});
+    s.ok_reply(r);
+    answer_next(s);
     s.drain();
   });
-  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
+  char buf[512];
+  EXPECT_EQ(nbd_pread(h_, buf, sizeof buf, 0, 0), 0) << last_error();
+  expect_handle_usable();
 }
 
-// Cookie 0, never handed out (the in-flight table uses it to mark empty slots), while
-// many commands are in flight.
+// An error chunk (with a payload) for cookie 0, never handed out (the in-flight table
+// uses it to mark empty slots): fatal, as in libnbd 1.22.2.
 TEST_F(ReplyHostile, ReplyWithCookieZero) {
   make();
   connect_ok([](FakeServer &s) {
     Request r;
-    if (!s.handshake_then_requests(40, r)) return;
-    s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyNone, {});
+    if (!s.handshake_then_request(r)) return;
+    Bytes p;
+    put32(p, nbd::kEio);
+    put16(p, 0);
+    s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyError, p);
+    s.ok_reply(r);
     s.drain();
   });
-  expect_fatal_for_reads(40, 512, {ENOTCONN, EPROTO});
+  expect_blocking_read_fails_fatally();
+}
+
+// A data chunk for a cookie not in flight claiming an absurd length: fatal at once.
+TEST_F(ReplyHostile, ReplyForUnknownCookieHugeLength) {
+  make();
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    s.send(s.structured_header(r.cookie + 1000, nbd::kReplyFlagDone, nbd::kReplyOffsetData, 0xfffffff0u));
+    s.drain();
+  });
+  expect_fatal_for_reads(1, 512, {ENOTCONN, EPROTO});
 }
 
 // A reply arrives while the client has sent nothing at all.
