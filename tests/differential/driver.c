@@ -273,6 +273,13 @@ static void do_action(char *act, int fd) {
            "fast_zero=%d\n",
            nbd_is_read_only(h), nbd_can_flush(h), nbd_can_fua(h), nbd_can_trim(h), nbd_can_zero(h),
            nbd_can_df(h), nbd_can_multi_conn(h), nbd_can_cache(h), nbd_can_fast_zero(h));
+  } else if (!strcmp(a, "names")) {
+    char *n = nbd_get_canonical_export_name(h);
+    char *d = nbd_get_export_description(h);
+    printf("names canonical=%s description=%s errno=%s\n", n ? n : "(null)", d ? d : "(null)",
+           n && d ? "0" : errname(nbd_get_errno()));
+    free(n);
+    free(d);
   } else if (!strcmp(a, "can_meta")) {
     result("can_meta_context", nbd_can_meta_context(h, "base:allocation"));
   } else if (!strcmp(a, "opt_list")) {

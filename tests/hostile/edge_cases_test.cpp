@@ -262,6 +262,32 @@ TEST_F(EdgeCases, SimpleErrorReplyForUnknownCookieSkipped) {
   expect_handle_usable();
 }
 
+// A chunk of a type nobody knows (not an error type): the command fails, the stream goes on.
+TEST_F(EdgeCases, UnknownChunkType) {
+  auto o = structured_read(0, 512, [](FakeServer &s, const Request &r) {
+    s.chunk(r.cookie, 0, 99, Bytes(16, 1));
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, data_payload(r.offset, 512, 0x12));
+  });
+  EXPECT_EQ(o.result, -1);
+  EXPECT_TRUE(o.usable);
+}
+
+// An error chunk of an unknown error type (0x8099), with a message: the command fails
+// with the error it carries.
+TEST_F(EdgeCases, UnknownErrorChunkType) {
+  auto o = structured_read(0, 512, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, nbd::kEio);
+    put16(p, 4);
+    put_string(p, "oops");
+    put_bytes(p, Bytes(5, 0).data(), 5);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, 0x8099, p);
+  });
+  EXPECT_EQ(o.result, -1);
+  EXPECT_EQ(o.err, EIO);
+  EXPECT_TRUE(o.usable);
+}
+
 // ---- Block status --------------------------------------------------------------------------
 
 // The first extent of zero length: the callback gets it alone with *error EPROTO.
@@ -540,6 +566,67 @@ TEST_F(EdgeCases, GoWithoutInfoExport) {
   });
   EXPECT_EQ(nbd_aio_is_ready(h_), 1);
   EXPECT_EQ(nbd_get_size(h_), -1);
+}
+
+// NBD_OPT_GO refused with the given error reply (and a message): connect fails.
+class EdgeGoRefused : public EdgeCases {
+protected:
+  int go_refused(uint32_t err) {
+    make();
+    return connect([err](FakeServer &s) {
+      Option o;
+      if (!s.handshake_until(nbd::kOptGo, o)) return;
+      Bytes msg;
+      put_string(msg, "no");
+      s.option_reply(o.option, err, msg);
+      s.drain();
+    });
+  }
+};
+
+TEST_F(EdgeGoRefused, Policy) { EXPECT_EQ(go_refused(0x80000002u), -1); }
+TEST_F(EdgeGoRefused, Unknown) { EXPECT_EQ(go_refused(0x80000006u), -1); }
+TEST_F(EdgeGoRefused, UnknownErrorType) { EXPECT_EQ(go_refused(0x80000077u), -1); }
+
+// NBD_INFO_NAME and NBD_INFO_DESCRIPTION with full info asked for.
+TEST_F(EdgeCases, InfoNameAndDescription) {
+  make();
+  ASSERT_NE(nbd_set_full_info(h_, true), -1);
+  connect_ok([](FakeServer &s) {
+    Option o;
+    if (!s.handshake_until(nbd::kOptGo, o)) return;
+    Bytes n, d;
+    put16(n, nbd::kInfoName);
+    put_string(n, "canonical");
+    put16(d, nbd::kInfoDescription);
+    put_string(d, "a description");
+    s.option_reply(o.option, nbd::kRepInfo, n);
+    s.option_reply(o.option, nbd::kRepInfo, d);
+    s.info_export(o.option);
+    s.option_reply(o.option, nbd::kRepAck);
+    s.drain();
+  });
+  char *name = nbd_get_canonical_export_name(h_);
+  ASSERT_NE(name, nullptr) << last_error();
+  EXPECT_STREQ(name, "canonical");
+  free(name);
+}
+
+// SET_META_CONTEXT refused (ERR_UNSUP): connected, no meta context.
+TEST_F(EdgeCases, MetaContextRefused) {
+  make();
+  connect_ok([](FakeServer &s) {
+    Option o;
+    if (!s.handshake_until(nbd::kOptSetMetaContext, o)) return;
+    s.option_reply(o.option, nbd::kRepErrUnsup);
+    Option go;
+    if (s.read_option(go)) {
+      s.info_export(go.option);
+      s.option_reply(go.option, nbd::kRepAck);
+    }
+    s.drain();
+  });
+  EXPECT_EQ(nbd_can_meta_context(h_, "base:allocation"), 0);
 }
 
 // The meta context reply names a context the client did not ask for.
