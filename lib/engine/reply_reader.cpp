@@ -155,6 +155,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           if (data_dst_) memcpy(data_dst_ + (data_len_ - data_left_), buf_.get() + head_, n);
           head_ += n;
           data_left_ -= n;
+          note_data_progress();
         }
         if (data_left_ == 0) {
           on_data_done(finished, table);
@@ -173,6 +174,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           drained_ = uint64_t(r) < data_left_;
           bytes_received += uint64_t(r);
           data_left_ -= uint64_t(r);
+          note_data_progress();
           continue;
         }
         auto r = fill(t, 1, bytes_received);
@@ -344,6 +346,14 @@ Status ReplyReader::on_data_prefix() {
   data_len_ = data_left_ = data_len;
   step_ = Step::Data;
   return {};
+}
+
+void ReplyReader::note_data_progress() {
+  // The data received so far is the server's: if the connection ends before the rest, it
+  // stays in the buffer (as libnbd leaves it) and only what never came is zeroed.
+  if (data_dst_ && cur_)
+    cur_->after_fill(uint64_t(data_dst_ - static_cast<uint8_t *>(cur_->read_buf)),
+                     data_len_ - data_left_);
 }
 
 void ReplyReader::call_chunk(Command *c, const void *buf, uint64_t len, uint64_t offset,
