@@ -487,7 +487,8 @@ void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs, int err
     out.reserve(2 * entries.size());
     for (const Entry &x : entries) {
       // A 32-bit callback cannot see a longer extent; report what fits and stop there.
-      out.push_back(uint32_t(std::min<uint64_t>(x.length, UINT32_MAX & ~uint64_t(511))));
+      // What fits is cut to a multiple of 64 MiB, the length libnbd 1.22.2 reports.
+      out.push_back(uint32_t(std::min<uint64_t>(x.length, UINT32_MAX & ~uint64_t((64 << 20) - 1))));
       out.push_back(uint32_t(x.flags));
       // Flags beyond 32 bits cannot reach it either: libnbd 1.22.2 says EOVERFLOW.
       if (x.flags > UINT32_MAX) err = err ? err : EOVERFLOW;

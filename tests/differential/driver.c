@@ -225,9 +225,9 @@ static void do_action(char *act, int fd) {
     unsigned char *b = alloc(x, 0x5a);
     result("pwrite", nbd_pwrite(h, b, x, y, 0));
     free(b);
-  } else if (!strcmp(a, "block_status")) {  // block_status COUNT OFFSET
+  } else if (!strcmp(a, "block_status")) {  // block_status COUNT OFFSET [FLAGS]
     nbd_extent_callback cb = {extent_cb, track("extent", 0), free_cb};
-    result("block_status", nbd_block_status(h, x, y, cb, 0));
+    result("block_status", nbd_block_status(h, x, y, cb, (uint32_t)z));
   } else if (!strcmp(a, "aio_pread")) {  // aio_pread N COUNT [OFFSET]: N reads, one after the other
     for (int i = 0; i < (int)x; i++) {
       unsigned char *b = alloc(y, 0xa5);

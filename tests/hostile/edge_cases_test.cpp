@@ -315,6 +315,64 @@ TEST_F(EdgeCases, BlockStatusMoreThanRequested) {
   EXPECT_TRUE(o.usable);
 }
 
+// NBD_CMD_FLAG_REQ_ONE asked, two extents answered: the command succeeds.
+TEST_F(EdgeCases, BlockStatusReqOneAnsweredWithTwo) {
+  make();
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatus, extents32(s, {{1024, 0}, {3072, 3}}));
+    answer_next(s);
+    s.drain();
+  });
+  std::vector<std::vector<uint32_t>> calls;
+  nbd_extent_callback cb{[](void *ud, const char *, uint64_t, uint32_t *e, size_t n, int *) {
+                           static_cast<std::vector<std::vector<uint32_t>> *>(ud)->emplace_back(e, e + n);
+                           return 0;
+                         },
+                         &calls, nullptr};
+  EXPECT_EQ(nbd_block_status(h_, 4096, 0, cb, LIBNBD_CMD_FLAG_REQ_ONE), 0) << last_error();
+  ASSERT_EQ(calls.size(), 1u);
+  // Passed on as sent: libnbd 1.22.2 does not trim them to one either.
+  EXPECT_EQ(calls[0], (std::vector<uint32_t>{1024, 0, 3072, 3}));
+}
+
+// Extended headers on a 1 TiB export: one 8 GiB extent, which a 32-bit extent callback
+// cannot hold: it gets 4 GiB - 64 MiB (libnbd 1.22.2's cut), no error.
+TEST_F(EdgeCases, BlockStatusWideExtentBeyond32Bits) {
+  ServerConfig cfg{.extended = true};
+  cfg.size = 1ull << 40;
+  auto o = block_status(cfg, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 1);
+    put64(p, 8ull << 30);
+    put64(p, 0);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+  });
+  EXPECT_EQ(o.result, 0) << last_error();
+  ASSERT_EQ(o.calls.size(), 1u);
+  EXPECT_EQ(o.calls[0], (std::vector<uint32_t>{0xfc000000u, 0}));
+  EXPECT_TRUE(o.usable);
+}
+
+// A write answered by a NONE chunk without DONE, then NONE with DONE.
+TEST_F(EdgeCases, WriteAnsweredByTwoNoneChunks) {
+  make();
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    s.chunk(r.cookie, 0, nbd::kReplyNone, {});
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyNone, {});
+    answer_next(s);
+    s.drain();
+  });
+  char buf[512] = {};
+  EXPECT_EQ(nbd_pwrite(h_, buf, sizeof buf, 0, 0), -1);
+  EXPECT_EQ(nbd_get_errno(), EPROTO) << last_error();
+  expect_handle_usable();
+}
+
 // Two chunks for the same context.
 TEST_F(EdgeCases, BlockStatusSameContextTwice) {
   auto o = block_status({}, [](FakeServer &s, const Request &r) {
