@@ -19,7 +19,8 @@ if [ "$quick" -eq 1 ]; then
   ctest -L unit -j2 --output-on-failure
   exit 0
 fi
-ctest -j2 --output-on-failure
+# (The differential label runs after libnbd 1.22.2 is built, below.)
+ctest -j2 -LE differential --output-on-failure
 # The README's main command (Debian's nbdinfo on nbdkit through our library) stays true.
 BUILD_DIR="$build" "$root/interop/demo.sh" >/dev/null
 
@@ -28,7 +29,8 @@ SANITIZER_BUILD_PREFIX="$build-" "$root/tests/run-sanitizers.sh"
 # The library built without GnuTLS: TLS reported missing, refused with a clear error.
 "$root/tests/check-without-gnutls.sh" "$build-notls"
 # Each fuzz target for FUZZ_SECONDS (default 60) on its seed corpus, in $build-fuzz.
-FUZZ_BUILD_DIR="$build-fuzz" "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
+FUZZ_BUILD_DIR="$build-fuzz" FUZZ_TARGETS="handshake_fuzz reply_fuzz" \
+  "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
 
 # libnbd's own test suites, 1.22.2 first (the one that counts), then 1.14.2 (Debian 12's): each
 # built from Debian's source package (cached between runs on one machine), run on its own stock
@@ -40,6 +42,16 @@ failed=()
 "$root/interop/libnbd-testsuite.sh" --libnbd-version "1.22.2 1.14.2" --install-deps --strict \
   --lib "$build/lib/libnbd.so.0" --report "$build/libnbd-testsuite.md" ||
   failed+=("libnbd's test suites (exit $?, see $build/libnbd-testsuite.md)")
+
+# The differential runner and fuzz target (docs/hostile-servers.md, "Differential runs"):
+# every hostile case, and a minute of fuzzed server streams, played to libnbd 1.22.2 (just
+# built above) and to ours; any difference not listed in
+# tests/differential/known-differences.txt fails the run.
+ctest --test-dir "$build" -L differential --output-on-failure ||
+  failed+=("differential runner (see ctest -L differential)")
+FUZZ_BUILD_DIR="$build-fuzz" BUILD_DIR="$build" FUZZ_TARGETS=diff_fuzz \
+  "$root/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}" ||
+  failed+=("differential fuzzing (see $build-fuzz/diff_fuzz.log)")
 
 # Real programs run on stock libnbd and on ours and compared: Debian 12's (nbdinfo, nbdcopy,
 # nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin; on Debian's stock libnbd, then ours through

@@ -75,8 +75,8 @@ std::vector<Command *> CommandTable::take_all_in_flight() {
     completing_.push_back(cookie);
   });
   in_flight_.clear();
-  // Oldest first, so callbacks run in issue order.
-  std::sort(out.begin(), out.end(), [](Command *a, Command *b) { return a->cookie < b->cookie; });
+  // Newest first, the order libnbd 1.22.2 runs their callbacks in when a connection ends.
+  std::sort(out.begin(), out.end(), [](Command *a, Command *b) { return a->cookie > b->cookie; });
   return out;
 }
 

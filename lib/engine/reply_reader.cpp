@@ -155,6 +155,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           if (data_dst_) memcpy(data_dst_ + (data_len_ - data_left_), buf_.get() + head_, n);
           head_ += n;
           data_left_ -= n;
+          note_data_progress();
         }
         if (data_left_ == 0) {
           on_data_done(finished, table);
@@ -173,6 +174,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           drained_ = uint64_t(r) < data_left_;
           bytes_received += uint64_t(r);
           data_left_ -= uint64_t(r);
+          note_data_progress();
           continue;
         }
         auto r = fill(t, 1, bytes_received);
@@ -200,7 +202,10 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
         head_ += n;
         discard_left_ -= n;
         if (discard_left_ == 0) {
-          end_chunk(finished, table);
+          if (cur_)
+            end_chunk(finished, table);
+          else
+            step_ = Step::Header;  // the empty chunk of a cookie not in flight, skipped
           break;
         }
         auto r = fill(t, 1, bytes_received);
@@ -222,6 +227,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     head_ += wire::kSimpleReplySize;
     cookie = r->cookie;
     cur_ = table.find_in_flight(cookie);
+    if (!cur_ && r->error != 0) {
+      // An error reply carries no payload, so the stream is still whole: skipped, as
+      // libnbd 1.22.2 skips it (one without an error may be followed by read data of
+      // unknown length, and ends the connection below).
+      return {};
+    }
     if (!cur_) return protocol_error("no matching command for the server's reply cookie");
     mid_reply_.store(true, std::memory_order_release);
     simple_ = true;
@@ -251,12 +262,29 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   chunk_ = *h;
   simple_ = false;
   cur_ = table.find_in_flight(chunk_.cookie);
-  if (!cur_) return protocol_error("no matching command for the server's reply cookie");
+  if (!cur_) {
+    // A chunk without payload for a cookie not in flight leaves the stream whole: it is
+    // skipped, as libnbd 1.22.2 skips it; one with a payload ends the connection there.
+    if (chunk_.length != 0) return protocol_error("no matching command for the server's reply cookie");
+    discard_left_ = chunk_.length;
+    step_ = Step::Discard;
+    return {};
+  }
   mid_reply_.store(true, std::memory_order_release);
   cur_->reply_started = true;
 
   const uint16_t type = chunk_.type;
   const uint64_t len = chunk_.length;
+  if (kind == wire::ReplyKind::Extended && chunk_.offset != cur_->offset) {
+    // An extended reply header echoes its request's offset (libnbd 1.22.2 checks it too,
+    // and drops the connection; here only the command fails, the framing is intact).
+    if (len > cur_->count + kMaxPayload) return protocol_error("reply chunk too large");
+    set_cmd_error(cur_, EPROTO);
+    discard_left_ = len;
+    step_ = Step::Discard;
+    if (len == 0) end_chunk(finished, table);
+    return {};
+  }
   if (type == wire::kReplyTypeNone) {
     if (!chunk_.done() || len != 0) set_cmd_error(cur_, EPROTO);
     discard_left_ = len;
@@ -320,6 +348,14 @@ Status ReplyReader::on_data_prefix() {
   return {};
 }
 
+void ReplyReader::note_data_progress() {
+  // The data received so far is the server's: if the connection ends before the rest, it
+  // stays in the buffer (as libnbd leaves it) and only what never came is zeroed.
+  if (data_dst_ && cur_)
+    cur_->after_fill(uint64_t(data_dst_ - static_cast<uint8_t *>(cur_->read_buf)),
+                     data_len_ - data_left_);
+}
+
 void ReplyReader::call_chunk(Command *c, const void *buf, uint64_t len, uint64_t offset,
                              unsigned status, int err) {
   if (!c->chunk) return;
@@ -348,7 +384,9 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
   wire::ConstBytes payload{payload_.data(), payload_.size()};
   if (type == wire::kReplyTypeOffsetHole) {
     auto hole = wire::decode_offset_hole(payload);
-    if (c->type != wire::kCmdRead || !hole || hole->length == 0 || hole->offset < c->offset ||
+    // A zero-length hole is reported to the chunk callback, as libnbd 1.22.2 does (the
+    // read then fails unless the other chunks cover it: finish_reply).
+    if (c->type != wire::kCmdRead || !hole || hole->offset < c->offset ||
         hole->offset - c->offset > c->count || hole->length > c->count - (hole->offset - c->offset)) {
       set_cmd_error(c, EPROTO);
     } else if (!c->ghost) {
@@ -363,23 +401,31 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
   } else if (type == wire::kReplyTypeBlockStatus || type == wire::kReplyTypeBlockStatusExt) {
     auto bs = wire::decode_block_status_chunk(type, payload);
     bool wide_ok = (type == wire::kReplyTypeBlockStatusExt) == extended_;
-    if (c->type != wire::kCmdBlockStatus || !bs || !wide_ok)
+    if (c->type != wire::kCmdBlockStatus || !bs)
       set_cmd_error(c, EPROTO);
     else
-      deliver_block_status(*bs);
+      deliver_block_status(*bs, wide_ok ? 0 : EPROTO);
   } else if (wire::is_error_chunk_type(type)) {
     auto e = wire::decode_error_chunk(type, payload);
     if (!e) {
-      set_cmd_error(c, EPROTO);
+      // A message length that overruns the chunk: the server's error still stands, as
+      // libnbd 1.22.2 reports it; without even an error field, a protocol error.
+      int err = EPROTO;
+      if (payload.size() >= 6) {
+        const uint32_t nbd_err = uint32_t(payload[0]) << 24 | uint32_t(payload[1]) << 16 |
+                                 uint32_t(payload[2]) << 8 | payload[3];
+        if (int x = wire::errno_of_nbd_error(nbd_err)) err = x;
+      }
+      set_cmd_error(c, err);
     } else {
       int err = wire::errno_of_nbd_error(e->error);
       if (err == 0) err = EPROTO;  // an error chunk must carry an error
       if (e->offset && c->type == wire::kCmdRead && c->chunk) {
+        // An offset outside the request is not reported to the callback; the command
+        // fails with the server's error all the same (as in libnbd 1.22.2).
         if (*e->offset >= c->offset && *e->offset - c->offset <= c->count) {
           uint8_t *at = static_cast<uint8_t *>(c->read_buf) + (*e->offset - c->offset);
           call_chunk(c, at, 0, *e->offset, LIBNBD_READ_ERROR, err);
-        } else {
-          set_cmd_error(c, EPROTO);
         }
       }
       set_cmd_error(c, err);
@@ -389,51 +435,69 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
   end_chunk(finished, table);
 }
 
-void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs) {
+void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs, int err) {
   Command *c = cur_;
   const char *name = context_name(bs.context_id);
-  if (!name) {
-    // A context the server never agreed to: the reply is wrong, the stream is not.
-    set_cmd_error(c, EPROTO);
-    return;
-  }
-  size_t n = bs.count();
-  // Every extent must describe at least one byte, and together they must stay inside
-  // the export (and inside 64 bits): a server that says otherwise is not believed, and
-  // the caller's callback never sees its extents.
+  // A context the server never agreed to is ignored, as libnbd 1.22.2 ignores it.
+  if (!name) return;
+  // What the callback sees follows libnbd 1.22.2: the extents up to the first of zero
+  // length (that one alone, with EPROTO, when it is the first), and none past the end of
+  // the export (the one that crosses it is cut at the end, with EPROTO). Whenever the
+  // callback is handed an error the command fails with it.
+  struct Entry {
+    uint64_t length, flags;
+  };
+  std::vector<Entry> entries;
+  const size_t n = bs.count();
+  entries.reserve(n);
   uint64_t end = c->offset;
   for (size_t i = 0; i < n; i++) {
-    uint64_t len = bs.extent(i).length;
-    if (len == 0 || len > UINT64_MAX - end || (export_size_ && end + len > export_size_)) {
-      set_cmd_error(c, EPROTO);
-      return;
+    auto e = bs.extent(i);
+    if (e.length == 0) {
+      if (entries.empty()) {
+        entries.push_back({0, e.flags});
+        err = err ? err : EPROTO;
+      }
+      break;
     }
-    end += len;
+    if (e.length > UINT64_MAX - end || (export_size_ && end + e.length > export_size_)) {
+      const uint64_t room = export_size_ > end ? export_size_ - end : 0;
+      if (room) entries.push_back({room, e.flags});
+      err = err ? err : EPROTO;
+      break;
+    }
+    entries.push_back({e.length, e.flags});
+    end += e.length;
+  }
+  if (entries.empty()) {
+    set_cmd_error(c, err ? err : EPROTO);
+    return;
   }
   if (c->extent64 || c->extent) gate_.wait(c);
   if (c->extent64) {
-    std::vector<nbd_extent> entries(n);
-    for (size_t i = 0; i < n; i++) {
-      auto e = bs.extent(i);
-      entries[i].length = e.length;
-      entries[i].flags = e.flags;
+    std::vector<nbd_extent> out(entries.size());
+    for (size_t i = 0; i < entries.size(); i++) {
+      out[i].length = entries[i].length;
+      out[i].flags = entries[i].flags;
     }
-    int err = c->error;
-    if (c->extent64(name, c->offset, entries.data(), n, &err) == -1) set_cmd_error(c, err);
+    int e = c->error ? c->error : err;
+    if (c->extent64(name, c->offset, out.data(), out.size(), &e) == -1) set_cmd_error(c, e);
   } else if (c->extent) {
-    std::vector<uint32_t> entries(2 * n);
-    size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-      auto e = bs.extent(i);
+    std::vector<uint32_t> out;
+    out.reserve(2 * entries.size());
+    for (const Entry &x : entries) {
       // A 32-bit callback cannot see a longer extent; report what fits and stop there.
-      entries[2 * used] = uint32_t(std::min<uint64_t>(e.length, UINT32_MAX & ~uint64_t(511)));
-      entries[2 * used + 1] = uint32_t(e.flags);
-      used++;
-      if (e.length > UINT32_MAX) break;
+      // What fits is cut to a multiple of 64 MiB, the length libnbd 1.22.2 reports.
+      out.push_back(uint32_t(std::min<uint64_t>(x.length, UINT32_MAX & ~uint64_t((64 << 20) - 1))));
+      out.push_back(uint32_t(x.flags));
+      // Flags beyond 32 bits cannot reach it either: libnbd 1.22.2 says EOVERFLOW.
+      if (x.flags > UINT32_MAX) err = err ? err : EOVERFLOW;
+      if (x.length > UINT32_MAX) break;
     }
-    int err = c->error;
-    if (c->extent(name, c->offset, entries.data(), used * 2, &err) == -1) set_cmd_error(c, err);
+    int e = c->error ? c->error : err;
+    if (c->extent(name, c->offset, out.data(), out.size(), &e) == -1) set_cmd_error(c, e);
   }
+  if (err) set_cmd_error(c, err);
 }
 
 void ReplyReader::end_chunk(CompletionList &finished, CommandTable &table) {
@@ -446,9 +510,10 @@ void ReplyReader::end_chunk(CompletionList &finished, CommandTable &table) {
 
 void ReplyReader::finish_reply(CompletionList &finished, CommandTable &table) {
   Command *c = cur_;
-  // A successful structured read must have delivered something.
-  if (!simple_ && c->type == wire::kCmdRead && c->error == 0 && c->data_seen == 0 && c->count > 0)
-    set_cmd_error(c, EIO);
+  // A successful structured read must have covered the request exactly, as libnbd
+  // 1.22.2 requires: too little (nothing, or a gap) or too much (chunks that overlap).
+  if (!simple_ && c->type == wire::kCmdRead && c->error == 0 && c->data_seen != c->count)
+    set_cmd_error(c, EPROTO);
   table.remove_in_flight(c);
   // The header's size in either form is near enough for deciding when to refill.
   answered_request_bytes_ += wire::kRequestHeaderSize + c->payload_len;

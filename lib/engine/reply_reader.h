@@ -68,7 +68,10 @@ private:
   void on_payload_done(CompletionList &finished, CommandTable &table);
   void end_chunk(CompletionList &finished, CommandTable &table);
   void finish_reply(CompletionList &finished, CommandTable &table);
-  void deliver_block_status(const wire::BlockStatusChunk &bs);
+  // `err`: an error already known for this chunk (EPROTO for the wrong width), or 0.
+  // Records how much of the current data chunk is in the caller's buffer.
+  void note_data_progress();
+  void deliver_block_status(const wire::BlockStatusChunk &bs, int err);
   // Runs `c`'s chunk callback, if any, once its issuing call has returned; a failing
   // callback's error (starting from `err`) becomes the command's.
   void call_chunk(Command *c, const void *buf, uint64_t len, uint64_t offset, unsigned status,

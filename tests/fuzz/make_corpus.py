@@ -263,6 +263,37 @@ def reply_seeds():
     return s
 
 
+def diff_seeds():
+    """diff_fuzz.cpp: byte 0 the reply form, then the replies to its fixed commands:
+    structured reads 512@0 and 512@512 (cookies 1, 2), block status 4096@0 (cookie 3, with
+    structured replies only), a write 512@1024 (the next cookie)."""
+    s = {}
+    s["simple-in-order"] = bytes([1]) + simple(1, 0, pattern(512, 1)) + simple(2, 0, pattern(512, 2)) + simple(3, 0)
+    s["simple-errors-reversed"] = bytes([1]) + simple(3, 28) + simple(2, 5) + simple(1, 0, pattern(512, 1))
+    class Echoing(Replies):
+        """Extended headers echo the request's offset, whatever the chunk's own offset."""
+        REQUEST = {1: 0, 2: 512, 3: 0, 4: 1024}
+
+        def chunk(self, cookie, typ, payload, flags=0, offset=0):
+            return super().chunk(cookie, typ, payload, flags, self.REQUEST.get(cookie, 0))
+
+    for mode, name in ((2, "structured"), (3, "extended")):
+        r = Echoing(mode == 3)
+        s[name + "-in-order"] = bytes([mode]) + (
+            r.data(1, 0, pattern(512, 1), DONE) + r.data(2, 512, pattern(512, 2), DONE)
+            + r.block_status(3, 1, [(1024, 0), (3072, 3)]) + r.done(4))
+        s[name + "-split-holes"] = bytes([mode]) + (
+            r.hole(2, 512, 256) + r.data(1, 256, pattern(256, 5)) + r.data(2, 768, pattern(256, 6), DONE)
+            + r.hole(1, 0, 256) + r.done(1) + r.done(4) + r.block_status(3, 1, [(4096, 1)]))
+        s[name + "-errors"] = bytes([mode]) + (
+            r.error_offset(1, 5, 100, b"bad") + r.data(1, 0, pattern(512, 1)) + r.done(1)
+            + r.error(2, 28, b"") + r.error(3, 22, b"x") + r.error(4, 1, b"ro"))
+        s[name + "-bad-extents"] = bytes([mode]) + (
+            r.data(1, 0, pattern(512, 1), DONE) + r.block_status(3, 1, [(2048, 0), (0, 3)])
+            + r.data(2, 512, pattern(512, 2), DONE) + r.done(4))
+    return s
+
+
 def write(target, seeds):
     d = os.path.join(HERE, "corpus", target)
     shutil.rmtree(d, ignore_errors=True)
@@ -276,3 +307,4 @@ def write(target, seeds):
 if __name__ == "__main__":
     write("handshake_fuzz", handshake_seeds())
     write("reply_fuzz", reply_seeds())
+    write("diff_fuzz", diff_seeds())

@@ -5,6 +5,9 @@
 #   tests/fuzz/run.sh [SECONDS]        default 60 per target
 #   FUZZ_BUILD_DIR=...                 default <repo>/build-fuzz
 #   FUZZ_TARGETS="reply_fuzz"          default: all targets
+#   BUILD_DIR=...                      the ordinary build diff_fuzz drives (default <repo>/build)
+#   DIFF_FUZZ_REFERENCE=...            libnbd 1.22.2's lib/.libs (default: the suite harness's
+#                                      cache); diff_fuzz is skipped, and says so, without it
 #
 # New inputs libFuzzer finds go to $FUZZ_BUILD_DIR/work/<target>/, crash, leak and timeout
 # reproducers to $FUZZ_BUILD_DIR/artifacts/<target>/: never into the repo.  Reproduce one
@@ -13,7 +16,23 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 seconds=${1:-60}
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-"handshake_fuzz reply_fuzz"}
+targets=${FUZZ_TARGETS:-"handshake_fuzz reply_fuzz diff_fuzz"}
+main_build=${BUILD_DIR:-$root/build}
+export DIFF_FUZZ_REFERENCE=${DIFF_FUZZ_REFERENCE:-$HOME/.cache/duplexnbd/libnbd-1.22.2/lib/.libs}
+export DIFF_FUZZ_DRIVER=$main_build/tests/nbd_diff_driver DIFF_FUZZ_OURS=$main_build/lib
+# diff_fuzz plays each input to the driver of the ordinary build on libnbd 1.22.2 and on ours.
+case " $targets " in
+  *" diff_fuzz "*)
+    if [ ! -e "$DIFF_FUZZ_REFERENCE/libnbd.so.0" ]; then
+      echo "tests/fuzz/run.sh: diff_fuzz skipped: no libnbd 1.22.2 at $DIFF_FUZZ_REFERENCE" \
+           "(interop/libnbd-testsuite.sh builds it)" >&2
+      targets=$(echo " $targets " | sed 's/ diff_fuzz / /')
+    else
+      cmake -S "$root" -B "$main_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+      nice cmake --build "$main_build" -j2 --target nbd nbd_diff_driver
+    fi
+    ;;
+esac
 
 if ! command -v clang++ >/dev/null; then
   echo "tests/fuzz/run.sh: clang++ is needed (apt-get install clang)" >&2
@@ -22,19 +41,22 @@ fi
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DDUPLEXNBD_FUZZ=ON -DDUPLEXNBD_TESTS=OFF >/dev/null
 # shellcheck disable=SC2086
-nice cmake --build "$build" -j2 --target $targets
+[ -z "${targets// }" ] || nice cmake --build "$build" -j2 --target $targets
 
 failed=0
 for t in $targets; do
   work=$build/work/$t
   artifacts=$build/artifacts/$t
   mkdir -p "$work" "$artifacts"
+  # diff_fuzz runs two child processes per input and reports a silent one after 60 s itself.
+  timeout=10 max_len=131072
+  [ "$t" = diff_fuzz ] && timeout=150 max_len=8192
   echo "== $t: ${seconds}s"
   # The first corpus directory receives new inputs; the repo's seeds are only read.
   if ! ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
        "$build/tests/fuzz/$t" "$work" "$root/tests/fuzz/corpus/$t" \
-         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=131072 \
+         -max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=2048 -max_len="$max_len" \
          -artifact_prefix="$artifacts/" -print_final_stats=1 >"$build/$t.log" 2>&1; then
     echo "!! $t found a problem; log: $build/$t.log, reproducers: $artifacts" >&2
     grep -E "^==[0-9]+==ERROR|^SUMMARY|runtime error|invariant broken|ALARM|deadly signal" "$build/$t.log" | head -20 >&2 || true

@@ -148,6 +148,14 @@ public:
 
   static constexpr int kIoTimeoutMs = 5000;
 
+  // Serve mode (tests/differential/run.py): with HOSTILE_SERVE_FD set, the server end is
+  // that inherited descriptor and the client is another process (the differential driver
+  // on libnbd or on ours); the case's script runs and the process exits.
+  static int serve_fd();
+  // What the client sent that the script read: count and FNV-1a hash, for the comparison.
+  uint64_t client_bytes() const { return client_bytes_; }
+  uint64_t client_hash() const { return client_hash_; }
+
 private:
   ServerConfig cfg_;
   int server_fd_ = -1;
@@ -157,6 +165,8 @@ private:
   bool structured_ok_ = false;
   bool extended_ok_ = false;
   std::map<std::string, uint32_t> agreed_;
+  uint64_t client_bytes_ = 0;
+  uint64_t client_hash_ = 0xcbf29ce484222325ull;
 };
 
 }  // namespace hostile

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <dlfcn.h>
+#include <unistd.h>
 #include <libnbd.h>
 
 #include <atomic>
@@ -143,6 +144,16 @@ protected:
   // error (if any) captured in connect_error_/connect_errno_.
   int connect(std::function<void(FakeServer &)> script) {
     server_->start(std::move(script));
+    if (FakeServer::serve_fd() >= 0) {
+      // Serve mode: the client is the differential driver in another process; this
+      // process only plays the server's part, reports what the client sent, and ends.
+      server_->join();
+      printf("client-sent %llu bytes fnv %016llx\n",
+             static_cast<unsigned long long>(server_->client_bytes()),
+             static_cast<unsigned long long>(server_->client_hash()));
+      fflush(stdout);
+      _exit(0);
+    }
     int r = nbd_connect_socket(h_, server_->client_fd());
     if (r == -1) {
       connect_error_ = nbd_get_error() ? nbd_get_error() : "";
