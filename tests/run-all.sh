@@ -19,7 +19,9 @@ if [ "$quick" -eq 1 ]; then
   ctest -L unit -j2 --output-on-failure
   exit 0
 fi
-ctest -j2 --output-on-failure
+# The differential checks need libnbd 1.22.2, which the suite step below builds: they run
+# after it.
+ctest -j2 --output-on-failure -LE differential
 # The README's main command (Debian's nbdinfo on nbdkit through our library) stays true.
 BUILD_DIR="$build" "$root/interop/demo.sh" >/dev/null
 
@@ -40,6 +42,13 @@ failed=()
 "$root/interop/libnbd-testsuite.sh" --libnbd-version "1.22.2 1.14.2" --install-deps --strict \
   --lib "$build/lib/libnbd.so.0" --report "$build/libnbd-testsuite.md" ||
   failed+=("libnbd's test suites (exit $?, see $build/libnbd-testsuite.md)")
+
+# Every call in every state (docs/call-states.md): the generated driver on libnbd 1.22.2 (just
+# built above) and on ours, record by record.  Here a skip (77: no reference) is a failure.
+rc=0
+"$root/tests/differential/call_states/run.sh" "$build/tests/call_states" "$build/lib" \
+  "$build/call-states.md" || rc=$?
+[ "$rc" -eq 0 ] || failed+=("every call in every state (exit $rc, see $build/call-states.md)")
 
 # Real programs run on stock libnbd and on ours and compared: Debian 12's (nbdinfo, nbdcopy,
 # nbddump, nbdfuse, nbdsh, nbdkit's nbd plugin; on Debian's stock libnbd, then ours through
