@@ -128,7 +128,13 @@ int aio_connect_socket(Handle &h, int sock) {
   new_connection(h).uri_info = base_uri_info(h);
   auto c = std::make_unique<transport::Connector>();
   Status s = c->adopt(sock);
-  if (!s) return failed(h, s.take_error());
+  if (!s) {
+    // libnbd 1.22 checks the descriptor before the handle leaves the created state, so a
+    // bad one leaves the handle created, ready for another connect call.
+    h.connection.reset();
+    set_error(s.take_error());
+    return -1;
+  }
   return start(h, std::move(c));
 }
 
