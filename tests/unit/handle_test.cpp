@@ -523,3 +523,13 @@ TEST(HandleConnect, BadSocketLeavesTheHandleCreated) {
   h.reset();
   close(sv[1]);
 }
+
+TEST(HandleConnect, UnresolvableTcpNameLeavesTheHandleCreated) {
+  // As libnbd 1.22 (found by call_states): a failed lookup returns the handle to created.
+  HandlePtr h = make_handle();
+  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "", "1"), -1);
+  EXPECT_NE(nbd_get_error(), nullptr);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
+  EXPECT_EQ(nbd_connect_tcp(h.get(), "127.0.0.1", "notaport"), -1);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
+}
