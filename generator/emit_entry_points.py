@@ -163,7 +163,13 @@ def checks(call: m.Call) -> list[str]:
         n = a.name
         if t in (m.String, m.Path, m.StringList):
             out.append(f"if ({n} == nullptr) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")
-        elif t in (m.BytesIn, m.BytesOut, m.BytesPersistIn, m.BytesPersistOut):
+        elif t in (m.BytesIn, m.BytesPersistIn):
+            # libnbd 1.22 refuses a NULL source buffer even with count 0.
+            out.append(f"if ({n} == nullptr) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")
+        elif t in (m.BytesOut, m.BytesPersistOut):
+            # A NULL destination of 0 bytes falls through to the zero-size check (EINVAL), as
+            # in libnbd 1.22, whose NULL check is compiled out after its pread_initialize
+            # memset; with a non-zero count libnbd crashes there, we say EFAULT.
             out.append(f"if ({n} == nullptr && {a.count} != 0) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")
         elif t is m.SockAddrAndLen:
             out.append(f"if ({n} == nullptr) {{ set_error(EFAULT, \"%s cannot be NULL\", \"{n}\"); break; }}")

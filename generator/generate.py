@@ -12,8 +12,8 @@ Usage:
 
 Emitters.  Each emitter is a module `generator/emit_*.py` with a function
 `emit(api) -> dict[str, str]` mapping a path relative to OUTDIR to the file's full
-text.  The built-in ones are emit_header, emit_version_script, emit_cxx, emit_docs and
-emit_man (the man pages);
+text.  The built-in ones are emit_header, emit_version_script, emit_cxx, emit_docs,
+emit_man (the man pages) and emit_call_states (the every-call-in-every-state driver);
 `emit_entry_points` is picked up too when it exists (the core's C entry points).  A
 path produced by two emitters is an error, so emitters cannot silently clobber each
 other.
@@ -59,7 +59,8 @@ GENERATOR_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(GENERATOR_DIR)
 
 # Built-in emitters, plus the optional core one; order only matters for error messages.
-BUILTIN_EMITTERS = ("emit_header", "emit_version_script", "emit_cxx", "emit_docs", "emit_man")
+BUILTIN_EMITTERS = ("emit_header", "emit_version_script", "emit_cxx", "emit_docs", "emit_man",
+                    "emit_call_states")
 OPTIONAL_EMITTERS = ("emit_entry_points",)
 
 

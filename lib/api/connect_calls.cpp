@@ -31,6 +31,15 @@ int failed(Handle &h, Error e) {
   return -1;
 }
 
+// A failure before any connection exists where libnbd 1.22 leaves its handle created, ready
+// for another connect call: a bad socket descriptor, a TCP name that does not resolve or
+// whose every address refuses at once.
+int failed_before_connecting(Handle &h, Error e) {
+  h.connection.reset();
+  set_error(e);
+  return -1;
+}
+
 int start(Handle &h, std::unique_ptr<transport::Connector> c) {
   Connection &conn = h.connection ? *h.connection : new_connection(h);
   Status s = conn.start_connector(std::move(c));
@@ -109,7 +118,7 @@ int aio_connect_tcp(Handle &h, const char *hostname, const char *port) {
   new_connection(h).uri_info = std::move(info);
   auto c = std::make_unique<transport::Connector>();
   Status s = c->start_tcp(hostname, port);
-  if (!s) return failed(h, s.take_error());
+  if (!s) return failed_before_connecting(h, s.take_error());
   return start(h, std::move(c));
 }
 
@@ -129,7 +138,8 @@ int aio_connect_socket(Handle &h, int sock) {
   new_connection(h).uri_info = base_uri_info(h);
   auto c = std::make_unique<transport::Connector>();
   Status s = c->adopt(sock);
-  if (!s) return failed(h, s.take_error());
+  // libnbd 1.22 checks the descriptor before the handle leaves the created state.
+  if (!s) return failed_before_connecting(h, s.take_error());
   return start(h, std::move(c));
 }
 

@@ -86,11 +86,9 @@ void CompletionQueue::run_completion(Command *c) {
     if (r == -1 && err != 0) c->error = err;
     retire = (r == 1);
   }
-  // Mid-command callbacks, then completion, then the frees, as libnbd orders them.
-  c->chunk.reset();
-  c->extent.reset();
-  c->extent64.reset();
-  c->completion.reset();
+  // The closures live as long as the command: libnbd 1.22 runs their .free when the command
+  // is retired (here, by nbd_aio_command_completed or nbd_close), not when it completes, so
+  // user_data stays valid until then.  ~Command frees mid-command callbacks, then completion.
   if (retire) {
     table_.retired(c);
     delete c;

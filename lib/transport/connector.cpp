@@ -87,9 +87,11 @@ Status Connector::start_vsock(uint32_t cid, uint32_t port) {
 }
 
 Status Connector::start_sockaddr(const struct sockaddr *addr, socklen_t addrlen) {
-  if (addr == nullptr || addrlen < sizeof(sa_family_t) ||
-      addrlen > sizeof(struct sockaddr_storage))
+  if (addr == nullptr || addrlen > sizeof(struct sockaddr_storage))
     return make_error(EINVAL, "invalid socket address length");
+  // Too short to name a family: libnbd 1.22 copies nothing, so its socket(2) gets family 0.
+  if (addrlen < sizeof(sa_family_t))
+    return make_error(EAFNOSUPPORT, "socket: address too short to name a family");
   SocketAddress a;
   std::memcpy(&a.storage, addr, addrlen);
   a.length = addrlen;

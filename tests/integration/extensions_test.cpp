@@ -233,6 +233,10 @@ TEST_F(Extensions, ClosePolicyKillsTheConnection) {
   EXPECT_EQ(other.calls.load(), 1);
   EXPECT_EQ(other.error.load(), ETIMEDOUT);
   EXPECT_EQ(nbd_aio_in_flight(h_.get()), 0);
+  // Never retired: its closure is freed by nbd_close (as in libnbd), while `other` lives.
+  EXPECT_EQ(other.frees.load(), 0);
+  h_.reset();
+  EXPECT_EQ(other.frees.load(), 1);
 }
 
 // ---------------------------------------------------------------- connect timeout
@@ -343,6 +347,9 @@ TEST_F(Extensions, CancelBeforeSendNeverSends) {
   NBD_ASSERT_OK(duplexnbd_aio_cancel(h_.get(), uint64_t(rc)));
   EXPECT_EQ(r.calls.load(), 1);
   EXPECT_EQ(r.error.load(), ECANCELED);
+  // Retired now, so its closure is freed while `r` lives.
+  EXPECT_EQ(nbd_aio_command_completed(h_.get(), uint64_t(rc)), -1);
+  EXPECT_EQ(r.frees.load(), 1);
   const Snapshot at_cancel(small);
   ASSERT_EQ(kill(srv_.process().pid(), SIGCONT), 0);
   EXPECT_EQ(wait_for_command(h_.get(), wc), 1);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -502,4 +504,32 @@ TEST(HandleErrors, PerThread) {
   EXPECT_EQ(errno_a, EINVAL);
   EXPECT_TRUE(starts_with(err_b.c_str(), "nbd_set_export_name: ")) << err_b;
   EXPECT_EQ(errno_b, ENAMETOOLONG);
+}
+
+TEST(HandleConnect, BadSocketLeavesTheHandleCreated) {
+  // As libnbd 1.22 (found by the call_states differential run): the descriptor is checked
+  // before the handle leaves the created state, so another connect may follow.
+  HandlePtr h = make_handle();
+  EXPECT_EQ(nbd_aio_connect_socket(h.get(), -1), -1);
+  expect_failed("nbd_aio_connect_socket", EBADF);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
+  EXPECT_EQ(nbd_connect_socket(h.get(), 1000), -1);
+  EXPECT_EQ(nbd_get_errno(), EBADF);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  EXPECT_EQ(nbd_aio_connect_socket(h.get(), sv[0]), 0) << nbd_get_error();
+  EXPECT_EQ(nbd_aio_is_connecting(h.get()), 1);
+  h.reset();
+  close(sv[1]);
+}
+
+TEST(HandleConnect, UnresolvableTcpNameLeavesTheHandleCreated) {
+  // As libnbd 1.22 (found by call_states): a failed lookup returns the handle to created.
+  HandlePtr h = make_handle();
+  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "", "1"), -1);
+  EXPECT_NE(nbd_get_error(), nullptr);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
+  EXPECT_EQ(nbd_connect_tcp(h.get(), "127.0.0.1", "notaport"), -1);
+  EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
 }
