@@ -17,9 +17,9 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
+
+import ratio_plot  # beside this file
 
 SIZE_NAMES = {4096: "4 KiB", 65536: "64 KiB", 262144: "256 KiB", 1048576: "1 MiB"}
 SERVER_NAMES = {"null": "null", "memory": "memory", "qemu": "qemu-nbd", "delay": "delay 1 ms"}
@@ -520,58 +520,34 @@ def plot(points, png, title):
     usable = [p for p in points if p["ratio"] is not None]
     if not usable:
         return False
-    with tempfile.TemporaryDirectory() as td:
-        dat = os.path.join(td, "ratio.dat")
-        with open(dat, "w") as f:
-            for d in DRIVERS:
-                f.write(f"# {d}\n")
-                for i, p in enumerate(points):
-                    if p["key"][1] == d and p["ratio"] is not None:
-                        f.write(f"{i} {p['ratio']:.4f} {p['lo']:.4f} {p['hi']:.4f}\n")
-                f.write("\n\n")
-        # Medians decide the range; single-run bars beyond it are clipped, not allowed to
-        # squash the interesting band around 1.
-        lo = max(min(min(p["ratio"] for p in usable), 0.8), 0.25)
-        hi = min(max(max(p["ratio"] for p in usable), 1.4), 16)
-        cmds = [
-            'set terminal pngcairo size 1400,650 font "sans,10"',
-            f'set output "{png}"',
-            f'set title "{title}"',
-            'set ylabel "throughput ratio B/A (median)"',
-            "set logscale y 2",
-            f"set yrange [{lo * 0.9:.3f}:{hi * 1.1:.3f}]",
-            f"set xrange [-1:{len(points)}]",
-            "set ytics (0.25, 0.5, 0.75, 1, 1.3, 2, 3, 4, 6, 8, 16)",
-            "unset xtics",
-            'set xlabel "matrix point (within a server: driver, op, size, in flight)"',
-            "set key outside top center horizontal",
-            "set grid ytics",
-            'set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb "black" lw 1.5',
-            'set arrow from graph 0, first 0.98 to graph 1, first 0.98 nohead dt 2 lc rgb "red"',
-            'set arrow from graph 0, first 1.3 to graph 1, first 1.3 nohead dt 3 lc rgb "dark-green"',
-        ]
-        if hi * 1.1 > 4:
-            cmds.append('set arrow from graph 0, first 4 to graph 1, first 4 nohead dt 3 '
-                        'lc rgb "dark-green"')
-        prev = None
-        for i, p in enumerate(points):
-            server = p["key"][0]
-            if server != prev:
-                if i > 0:
-                    cmds.append(f'set arrow from {i - 0.5}, graph 0 to {i - 0.5}, graph 1 nohead '
-                                f'lc rgb "gray50"')
-                cmds.append(f'set label "{SERVER_NAMES.get(server, server)}" at {i}, graph 0.96 '
-                            f'left font ",10"')
-                prev = server
-        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
-        parts = [f'"{dat}" index {k} using 1:2:3:4 with yerrorbars pt 7 ps 0.6 '
-                 f'lc rgb "{colours[k]}" title "{d}"' for k, d in enumerate(DRIVERS)]
-        cmds.append("plot " + ", ".join(parts))
-        script = os.path.join(td, "plot.gp")
-        with open(script, "w") as f:
-            f.write("\n".join(cmds) + "\n")
-        subprocess.run(["gnuplot", script], check=True)
-    return True
+    series = [(d, [(i, p["ratio"], p["lo"], p["hi"]) for i, p in enumerate(points)
+                   if p["key"][1] == d and p["ratio"] is not None]) for d in DRIVERS]
+    # Medians decide the range; single-run bars beyond it are clipped, not allowed to
+    # squash the interesting band around 1.
+    lo = max(min(min(p["ratio"] for p in usable), 0.8), 0.25)
+    hi = min(max(max(p["ratio"] for p in usable), 1.4), 16)
+    extra = [
+        f"set xrange [-1:{len(points)}]",
+        "set ytics (0.25, 0.5, 0.75, 1, 1.3, 2, 3, 4, 6, 8, 16)",
+        "unset xtics",
+        'set xlabel "matrix point (within a server: driver, op, size, in flight)"',
+        'set arrow from graph 0, first 1.3 to graph 1, first 1.3 nohead dt 3 lc rgb "dark-green"',
+    ]
+    if hi * 1.1 > 4:
+        extra.append('set arrow from graph 0, first 4 to graph 1, first 4 nohead dt 3 '
+                     'lc rgb "dark-green"')
+    prev = None
+    for i, p in enumerate(points):
+        server = p["key"][0]
+        if server != prev:
+            if i > 0:
+                extra.append(f'set arrow from {i - 0.5}, graph 0 to {i - 0.5}, graph 1 nohead '
+                             f'lc rgb "gray50"')
+            extra.append(f'set label "{SERVER_NAMES.get(server, server)}" at {i}, graph 0.96 '
+                         f'left font ",10"')
+            prev = server
+    return ratio_plot.draw(png, title, "throughput ratio B/A (median)", series, lo, hi, extra,
+                           size="1400,650", point_size=0.6)
 
 
 def main():

@@ -10,8 +10,10 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
-import tempfile
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+import ratio_plot  # noqa: E402  (interop/bench/ratio_plot.py)
 
 BEGIN = "<!-- realbench begin -->"
 END = "<!-- realbench end -->"
@@ -174,43 +176,14 @@ def plot(rows, png, title):
     usable = [(i, r) for i, r in enumerate(rows, 1) if r["ratio"] is not None]
     if not usable:
         return False
-    with tempfile.TemporaryDirectory() as td:
-        dat = os.path.join(td, "r.dat")
-        sections = list(dict.fromkeys(r["section"] for r in rows))
-        with open(dat, "w") as f:
-            for s in sections:
-                f.write(f"# {s}\n")
-                for i, r in usable:
-                    if r["section"] == s:
-                        f.write(f"{i} {r['ratio']:.4f} {r['lo']:.4f} {r['hi']:.4f}\n")
-                f.write("\n\n")
-        lo = max(min(min(r["lo"] for _, r in usable), 0.8), 0.1)
-        hi = min(max(max(r["hi"] for _, r in usable), 1.5), 64)
-        cmds = [
-            'set terminal pngcairo size 1400,600 font "sans,10"',
-            f'set output "{png}"',
-            f'set title "{title}"',
-            f'set ylabel "throughput ratio B / A"',
-            "set logscale y 2",
-            f"set yrange [{lo * 0.9:.3f}:{hi * 1.1:.3f}]",
-            f"set xrange [0:{len(rows) + 1}]",
-            'set xlabel "table row"',
-            "set xtics 5",
-            "set mxtics 5",
-            "set key outside top center horizontal",
-            "set grid ytics",
-            'set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb "black" lw 1.5',
-            'set arrow from graph 0, first 0.98 to graph 1, first 0.98 nohead dt 2 lc rgb "red"',
-        ]
-        colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-        parts = [f'"{dat}" index {k} using 1:2:3:4 with yerrorbars pt 7 ps 0.8 '
-                 f'lc rgb "{colours[k % len(colours)]}" title "{s}"' for k, s in enumerate(sections)]
-        cmds.append("plot " + ", ".join(parts))
-        script = os.path.join(td, "plot.gp")
-        with open(script, "w") as f:
-            f.write("\n".join(cmds) + "\n")
-        subprocess.run(["gnuplot", script], check=True)
-    return True
+    sections = list(dict.fromkeys(r["section"] for r in rows))
+    series = [(s, [(i, r["ratio"], r["lo"], r["hi"]) for i, r in usable if r["section"] == s])
+              for s in sections]
+    lo = max(min(min(r["lo"] for _, r in usable), 0.8), 0.1)
+    hi = min(max(max(r["hi"] for _, r in usable), 1.5), 64)
+    extra = [f"set xrange [0:{len(rows) + 1}]", 'set xlabel "table row"', "set xtics 5",
+             "set mxtics 5"]
+    return ratio_plot.draw(png, title, "throughput ratio B / A", series, lo, hi, extra)
 
 
 def main():
