@@ -44,6 +44,13 @@ run() {
     [ "$line" = ready ] && break
   done
   kill -STOP "$srv"
+  # The stop takes effect only when one of the server's threads runs; until every thread is
+  # stopped (state T) the others may still answer.
+  local i
+  for i in $(seq 500); do
+    ! grep -qv '^[^)]*) [Tt]' /proc/"$srv"/task/*/stat 2>/dev/null && break
+    sleep 0.01
+  done
   echo "[$label] server stopped (SIGSTOP)"
   echo go >&"$in"
   while IFS= read -r line <&"$out"; do echo "[$label] $line"; done

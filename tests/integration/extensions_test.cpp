@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -30,6 +31,29 @@ namespace dnbd_test {
 namespace {
 
 using namespace std::chrono_literals;
+
+// SIGSTOP stops a multi-threaded process only once one of its threads runs and starts the
+// group stop; until then (long, on a loaded machine) its other threads still answer
+// requests.  Sends SIGSTOP and waits until every thread of `pid` is in the stopped state.
+bool stop_and_wait(pid_t pid) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (int i = 0; i < 5000; ++i) {
+    bool all = true, any = false;
+    for (const auto &t : std::filesystem::directory_iterator(tasks)) {
+      std::ifstream f(t.path() / "stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), {});
+      auto paren = stat.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= stat.size()) continue;
+      any = true;
+      const char state = stat[paren + 2];
+      if (state != 'T' && state != 't') all = false;
+    }
+    if (any && all) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
 using Clock = std::chrono::steady_clock;
 
 constexpr uint8_t kCanary = 0xc5;
@@ -202,7 +226,7 @@ TEST_F(Extensions, StoppedServerTimesOutThenRecovers) {
   std::vector<uint8_t> data(64 * 1024, 0x42);
   NBD_ASSERT_OK(nbd_pwrite(h_.get(), data.data(), data.size(), 0, 0));
   NBD_ASSERT_OK(duplexnbd_set_request_timeout(h_.get(), 300));
-  ASSERT_EQ(kill(srv_.process().pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(srv_.process().pid()));
   std::vector<std::vector<uint8_t>> bufs(4, std::vector<uint8_t>(64 * 1024, kCanary));
   std::vector<Snapshot> snaps;
   for (auto &b : bufs) {
@@ -337,7 +361,7 @@ TEST_F(Extensions, CancelBeforeSendNeverSends) {
   START_OR_SKIP(srv_.start({"--filter=log", "memory", "64M", "logfile=" + log}));
   h_ = make_handle();
   connect();
-  ASSERT_EQ(kill(srv_.process().pid(), SIGSTOP), 0);
+  ASSERT_TRUE(stop_and_wait(srv_.process().pid()));
   std::vector<uint8_t> big(32 << 20, 0x33), small(4096, kCanary);
   Outcome w, r;
   int64_t wc = nbd_aio_pwrite(h_.get(), big.data(), big.size(), 0, record(w), 0);
