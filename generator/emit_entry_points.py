@@ -230,6 +230,11 @@ def emit_entry(call: m.Call) -> str:
             lines.append("  if (traced_) debug_enter(*h, \"%s\", \"\");")
     if ret is not m.RVoid:
         lines.append(f"  {ret.c_type} ret = {error_value(ret)};")
+    zeroes = [a for a in call.args if isinstance(a, (m.BytesOut, m.BytesPersistOut))]
+    # A blocking read's implementation owns its buffer once called (see below).
+    blocking_read = bool(zeroes) and ret is not m.RCookie and call.name not in PENDING
+    if blocking_read:
+        lines.append("  bool in_impl_ = false;")
     lines.append("  try {")
     lines.append("    do {")
     for c in checks(call):
@@ -246,6 +251,8 @@ def emit_entry(call: m.Call) -> str:
             else:
                 args.extend(n for _, n in arg_params(a))
         invoke = f"api::{call.name}({', '.join(args)})"
+        if blocking_read:
+            lines.append("      in_impl_ = true;")
         lines.append(f"      {'ret = ' if ret is not m.RVoid else ''}{invoke};")
     lines.append("    } while (false);")
     lines.append("  } catch (const std::bad_alloc &) {")
@@ -257,11 +264,13 @@ def emit_entry(call: m.Call) -> str:
     if ret is not m.RVoid:
         lines.append(f"    ret = {error_value(ret)};")
     lines.append("  }")
-    # A read that failed before its command was issued zeroes the buffer here; an issued
-    # one has zeroed what the server did not write by the time it completes.
-    for a in call.args:
-        if isinstance(a, (m.BytesOut, m.BytesPersistOut)):
-            lines.append(f"  if (ret == {error_value(ret)}) initialize_read_buffer(*h, {a.name}, {a.count});")
+    # A read that failed before its command was issued zeroes the buffer here (an aio read
+    # fails only then).  An issued one has zeroed what the server did not write by the time
+    # it completes, and keeps what it did, as libnbd's buffer does: a blocking read's
+    # implementation zeroes the buffer itself when its command could not be issued.
+    for a in zeroes:
+        cond = f"ret == {error_value(ret)}" + (" && !in_impl_" if blocking_read else "")
+        lines.append(f"  if ({cond}) initialize_read_buffer(*h, {a.name}, {a.count});")
     if traced and ret is not m.RVoid:
         fmt, expr = ret_trace(ret)
         if ret.error is not None and call.may_set_error:

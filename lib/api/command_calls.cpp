@@ -472,10 +472,13 @@ int aio_disconnect(Handle &h, uint32_t flags) {
 
 // ---- blocking forms --------------------------------------------------------------------
 
+// A blocking read that could not be issued zeroes its buffer; an issued one leaves what the
+// server sent in it, even when the read then fails (as libnbd does), and zeroes the rest.
 int pread(Handle &h, void *buf, size_t count, uint64_t offset, uint32_t flags) {
   SyncRef w;
   int64_t cookie =
       start_read(h, buf, count, offset, ChunkCallback(), w->completion(), flags, false);
+  if (cookie < 0) initialize_read_buffer(h, buf, count);
   return w->finish(h, cookie, wire::kCmdRead);
 }
 
@@ -484,6 +487,7 @@ int pread_structured(Handle &h, void *buf, size_t count, uint64_t offset,
   SyncRef w;
   int64_t cookie =
       start_read(h, buf, count, offset, std::move(chunk_callback), w->completion(), flags, true);
+  if (cookie < 0) initialize_read_buffer(h, buf, count);
   return w->finish(h, cookie, wire::kCmdRead);
 }
 

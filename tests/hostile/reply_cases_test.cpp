@@ -2,6 +2,7 @@
 // Hostile servers in transmission: bad magic, wrong cookies, bad chunks, extents and lengths.
 #include "hostile_support.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace hostile {
@@ -646,10 +647,13 @@ TEST_F(ReplyHostile, TruncatedMidPayload) {
     s.simple_reply(r.cookie, 0, Bytes(size_t(r.length) / 2, 9));
     s.close();
   });
-  std::vector<uint8_t> buf(4096);
+  std::vector<uint8_t> buf(4096, 0xee);
   EXPECT_EQ(nbd_pread(h_, buf.data(), buf.size(), 0, 0), -1);
   EXPECT_ERRNO_IN(kGoneErrnos, nbd_get_errno());
   expect_handle_finished();
+  // As libnbd leaves it: what the server sent stays, what never came is zeroed, nothing stale.
+  EXPECT_EQ(std::count(buf.begin(), buf.begin() + 2048, 9), 2048);
+  EXPECT_EQ(std::count(buf.begin() + 2048, buf.end(), 0), 2048);
 }
 
 TEST_F(ReplyHostile, TruncatedMidChunkHeader) {
