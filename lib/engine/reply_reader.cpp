@@ -440,34 +440,55 @@ void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs, int err
   const char *name = context_name(bs.context_id);
   // A context the server never agreed to is ignored, as libnbd 1.22.2 ignores it.
   if (!name) return;
-  // What the callback sees follows libnbd 1.22.2: the extents up to the first of zero
-  // length (that one alone, with EPROTO, when it is the first), and none past the end of
-  // the export (the one that crosses it is cut at the end, with EPROTO). Whenever the
-  // callback is handed an error the command fails with it.
+  // What the callback sees follows libnbd 1.22.2, rule by rule and in its order: an extent
+  // too long for the callback is cut (to 64 MiB below the limit) and ends the list; for a
+  // 32-bit callback, flags beyond 32 bits end the list before that extent, or, when it is
+  // the first, are cut with EOVERFLOW; an extent crossing the end of the export is cut at
+  // the end, with EPROTO, and ends the list; a zero-length extent ends it (alone, with
+  // EPROTO, when it is the first). Whenever the callback is handed an error the command
+  // fails with it.
   struct Entry {
     uint64_t length, flags;
   };
+  constexpr uint64_t kCut = 64 << 20;
+  const bool narrow = !c->extent64;
+  const uint64_t cap = export_size_ == 0 ? UINT64_MAX
+                       : c->offset <= export_size_ ? export_size_ - c->offset : 0;
   std::vector<Entry> entries;
   const size_t n = bs.count();
   entries.reserve(n);
-  uint64_t end = c->offset;
+  uint64_t total = 0;
   for (size_t i = 0; i < n; i++) {
     auto e = bs.extent(i);
-    if (e.length == 0) {
-      if (entries.empty()) {
-        entries.push_back({0, e.flags});
-        err = err ? err : EPROTO;
-      }
-      break;
+    uint64_t len = e.length, flags = e.flags;
+    bool stop = false;
+    if (len > uint64_t(INT64_MAX)) {
+      stop = true;
+      len = uint64_t(INT64_MAX) + 1 - kCut;
     }
-    if (e.length > UINT64_MAX - end || (export_size_ && end + e.length > export_size_)) {
-      const uint64_t room = export_size_ > end ? export_size_ - end : 0;
-      if (room) entries.push_back({room, e.flags});
+    if (narrow && len > UINT32_MAX) {
+      stop = true;
+      len = uint64_t(UINT32_MAX) + 1 - kCut;
+    }
+    if (narrow && flags > UINT32_MAX) {
+      stop = true;
+      if (i > 0) break;
+      err = err ? err : EOVERFLOW;
+      flags = uint32_t(flags);
+    }
+    if (len > cap - total) {
+      len = cap - total;
+      stop = true;
       err = err ? err : EPROTO;
-      break;
     }
-    entries.push_back({e.length, e.flags});
-    end += e.length;
+    if (len == 0) {
+      stop = true;
+      if (i > 0) break;
+      err = err ? err : EPROTO;
+    }
+    total += len;
+    entries.push_back({len, flags});
+    if (stop) break;
   }
   if (entries.empty()) {
     set_cmd_error(c, err ? err : EPROTO);
@@ -485,14 +506,9 @@ void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs, int err
   } else if (c->extent) {
     std::vector<uint32_t> out;
     out.reserve(2 * entries.size());
-    for (const Entry &x : entries) {
-      // A 32-bit callback cannot see a longer extent; report what fits and stop there.
-      // What fits is cut to a multiple of 64 MiB, the length libnbd 1.22.2 reports.
-      out.push_back(uint32_t(std::min<uint64_t>(x.length, UINT32_MAX & ~uint64_t((64 << 20) - 1))));
+    for (const Entry &x : entries) {  // each fits in 32 bits (see above)
+      out.push_back(uint32_t(x.length));
       out.push_back(uint32_t(x.flags));
-      // Flags beyond 32 bits cannot reach it either: libnbd 1.22.2 says EOVERFLOW.
-      if (x.flags > UINT32_MAX) err = err ? err : EOVERFLOW;
-      if (x.length > UINT32_MAX) break;
     }
     int e = c->error ? c->error : err;
     if (c->extent(name, c->offset, out.data(), out.size(), &e) == -1) set_cmd_error(c, e);

@@ -34,6 +34,8 @@
 
 #include <cstdint>
 #include <map>
+#include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -339,6 +341,93 @@ bool framing_difference(const std::vector<std::string> &a, const std::vector<std
   return false;
 }
 
+// Two libnbd 1.22.2 bugs on protocol violations, confirmed in its source, that we do not copy
+// (docs/hostile-servers.md, "Listed differences"). scan() finds them in the fuzz bytes.
+//  [skipped-payload]  a structured chunk libnbd skips (a cookie not in flight; with extended
+//      headers, an offset that is not the request's) has its payload left unread: libnbd
+//      parses the payload as the next reply. Ours ends the connection there.
+//  [overlapping-hole] a hole chunk overlapping an earlier data chunk of the same read is not
+//      cleared in a buffer libnbd zeroed up front, so the hole does not read as zeroes (in its
+//      callback and in the buffer). Ours zeroes the hole.
+struct StreamFacts {
+  bool skipped_payload = false;
+  bool overlapping_hole = false;
+};
+
+StreamFacts scan(unsigned mode, const uint8_t *p, size_t n) {
+  StreamFacts f;
+  if (mode < 2) return f;
+  const bool ext = mode == 3;
+  const size_t hdr = ext ? 32 : 20;
+  // The client's requests (see the top of this file): cookie -> offset.
+  std::map<uint64_t, uint64_t> in_flight = {{1, 0}, {2, 512}, {3, 0}, {4, 1024}};
+  std::map<uint64_t, std::vector<std::pair<uint64_t, uint64_t>>> data;  // [begin, end)
+  size_t i = 0;
+  while (i + hdr <= n) {
+    // Anything but a structured chunk (a simple reply, garbage): stop, nothing more is known.
+    if (get_be(p + i, 4) != (ext ? 0x6e8a278cu : 0x668e33efu)) break;
+    const uint64_t flags = get_be(p + i + 4, 2), type = get_be(p + i + 6, 2);
+    const uint64_t cookie = get_be(p + i + 8, 8);
+    const uint64_t length = ext ? get_be(p + i + 24, 8) : get_be(p + i + 16, 4);
+    auto it = in_flight.find(cookie);
+    const bool skipped = it == in_flight.end() || (ext && get_be(p + i + 16, 8) != it->second);
+    if (skipped) {
+      if (length > 0) f.skipped_payload = true;
+      if (length > 0) break;  // libnbd's framing is lost from here on
+      i += hdr;
+      continue;
+    }
+    if (length > n - i - hdr) break;
+    const uint8_t *pl = p + i + hdr;
+    if (type == 1 && length >= 8) {
+      const uint64_t off = get_be(pl, 8);
+      data[cookie].emplace_back(off, off + (length - 8));
+    } else if (type == 2 && length == 12) {
+      const uint64_t off = get_be(pl, 8), end = off + get_be(pl + 8, 4);
+      for (auto [b, e] : data[cookie])
+        if (off < e && b < end) f.overlapping_hole = true;
+    }
+    if (flags & 1) in_flight.erase(it);
+    i += hdr + length;
+  }
+  return f;
+}
+
+uint64_t fnv_of_zeroes(uint64_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint64_t i = 0; i < n; i++) h *= 0x100000001b3ull;
+  return h;
+}
+
+// [skipped-payload]: everything before the skipped chunk agrees; then ours has failed the
+// connection ("failed") where libnbd goes on with replies made of the payload.
+bool skipped_payload_difference(const std::vector<std::string> &a, const std::vector<std::string> &b) {
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k]) k++;
+  return k + 1 == b.size() && b[k] == "failed" && k < a.size();
+}
+
+// [overlapping-hole]: the classes agree once hole chunks' and the read data's hashes are set
+// aside, and every hole ours reported reads as zeroes.
+bool overlapping_hole_difference(std::vector<std::string> a, std::vector<std::string> b) {
+  static const std::regex hole(R"((count=(\d+) status=2 error=\S+ fnv=)([0-9a-f]{16}))");
+  static const std::regex data_hash(R"(( fnv=)[0-9a-f]{16}$)");
+  for (const std::string &c : b) {
+    for (std::sregex_iterator m(c.begin(), c.end(), hole), end; m != end; ++m) {
+      char want[17];
+      snprintf(want, sizeof want, "%016llx",
+               (unsigned long long)fnv_of_zeroes(std::stoull((*m)[2].str())));
+      if ((*m)[3].str() != want) return false;
+    }
+  }
+  for (auto *v : {&a, &b})
+    for (std::string &c : *v) {
+      c = std::regex_replace(c, hole, "$1*");
+      c = std::regex_replace(c, data_hash, "$1*");
+    }
+  return a == b;
+}
+
 std::string join(const std::vector<std::string> &v) {
   std::string s;
   for (auto &x : v) s += "  " + x + "\n";
@@ -354,7 +443,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const std::string theirs = play(cfg, cfg.reference, mode, data + 1, size - 1);
   const std::string ours = play(cfg, cfg.ours, mode, data + 1, size - 1);
   const auto a = classes(theirs), b = classes(ours);
-  if (a != b && !framing_difference(a, b, ours)) {
+  const StreamFacts facts = scan(mode, data + 1, size - 1);
+  if (a != b && !framing_difference(a, b, ours) &&
+      !(facts.skipped_payload && skipped_payload_difference(a, b)) &&
+      !(facts.overlapping_hole && overlapping_hole_difference(a, b))) {
     fprintf(stderr, "diff_fuzz: outcomes differ\n-- libnbd 1.22.2 classes:\n%s-- duplexnbd classes:\n%s"
             "-- libnbd 1.22.2 record:\n%s\n-- duplexnbd record:\n%s\n",
             join(a).c_str(), join(b).c_str(), theirs.c_str(), ours.c_str());

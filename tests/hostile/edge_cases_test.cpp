@@ -438,6 +438,48 @@ TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32Bits) {
   EXPECT_TRUE(o.usable);
 }
 
+// Extended headers: a second 64-bit extent with flags beyond 32 bits: the 32-bit callback
+// gets the first extent only, without an error, and the command succeeds (libnbd 1.22.2
+// reports EOVERFLOW only when no extent fits; found by diff_fuzz).
+TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32BitsAfterTheFirst) {
+  auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 2);
+    put64(p, 2048);
+    put64(p, 0);
+    put64(p, 2048);
+    put64(p, (1ull << 40) | 1);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+  });
+  EXPECT_EQ(o.result, 0);
+  ASSERT_EQ(o.calls.size(), 1u);
+  EXPECT_EQ(o.calls[0], (std::vector<uint32_t>{2048, 0}));
+  EXPECT_EQ(o.call_errors[0], 0);
+  EXPECT_TRUE(o.usable);
+}
+
+// Extended headers: a second extent longer than 2^63 with flags beyond 32 bits: libnbd
+// 1.22.2 checks the flags before the end of the export, so the 32-bit callback gets the
+// first extent alone, without an error (found by diff_fuzz).
+TEST_F(EdgeCases, BlockStatusWideHugeExtentAfterTheFirst) {
+  auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, 2);
+    put64(p, 2048);
+    put64(p, 0x200ffff);
+    put64(p, 0xffffffff00000100ull);
+    put64(p, 0x0002080000000000ull);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+  });
+  EXPECT_EQ(o.result, 0);
+  ASSERT_EQ(o.calls.size(), 1u);
+  EXPECT_EQ(o.calls[0], (std::vector<uint32_t>{2048, 0x200ffff}));
+  EXPECT_EQ(o.call_errors[0], 0);
+  EXPECT_TRUE(o.usable);
+}
+
 // ---- Export sizes and NBD_INFO -------------------------------------------------------------
 
 class EdgeSizes : public EdgeCases {
