@@ -328,13 +328,15 @@ bool framing_difference(const std::vector<std::string> &a, const std::vector<std
   while (k < a.size() && k < b.size() && a[k] == b[k]) k++;
   if (k == a.size() || k == b.size() || a[k] != "failed" || b[k] == "failed") return false;
   if (b[k].rfind("driver ", 0) == 0) return false;
-  // A completion callback told EPROTO: a command failed alone.
+  // A completion callback told an error other than the connection's end: a command failed
+  // alone (EPROTO, or the first error its reply carried, such as an error chunk's).
   for (size_t p = 0; p < ours.size();) {
     size_t eol = ours.find('\n', p);
     if (eol == std::string::npos) eol = ours.size();
     const std::string line = ours.substr(p, eol - p);
     if (line.rfind("  callback ", 0) == 0 && line.find("done") != std::string::npos &&
-        line.find("error=EPROTO") != std::string::npos)
+        line.find(" error=") != std::string::npos && line.find(" error=0") == std::string::npos &&
+        line.find(" error=ENOTCONN") == std::string::npos)
       return true;
     p = eol + 1;
   }
