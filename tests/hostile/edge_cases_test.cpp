@@ -45,6 +45,18 @@ protected:
     return p;
   }
 
+  // The payload of a 64-bit block status chunk (extended headers) for base:allocation.
+  static Bytes extents64(const FakeServer &s, std::initializer_list<std::pair<uint64_t, uint64_t>> e) {
+    Bytes p;
+    put32(p, s.context_id("base:allocation"));
+    put32(p, uint32_t(e.size()));
+    for (auto [len, flags] : e) {
+      put64(p, len);
+      put64(p, flags);
+    }
+    return p;
+  }
+
   // A structured read of `count` bytes at `offset` whose reply `reply` writes; returns the
   // read's result with the buffer (filled with 0xa5 first, not initialized by the library)
   // and the chunk callback's calls.
@@ -423,12 +435,8 @@ TEST_F(EdgeCases, BlockStatusWideCountMismatch) {
 // 32-bit callback gets the low bits with *error EOVERFLOW, the command fails with it.
 TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32Bits) {
   auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, s.context_id("base:allocation"));
-    put32(p, 1);
-    put64(p, 4096);
-    put64(p, (1ull << 40) | 1);
-    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt,
+            extents64(s, {{4096, (1ull << 40) | 1}}));
   });
   EXPECT_EQ(o.result, -1);
   EXPECT_EQ(o.err, EOVERFLOW);
@@ -443,14 +451,8 @@ TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32Bits) {
 // reports EOVERFLOW only when no extent fits; found by diff_fuzz).
 TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32BitsAfterTheFirst) {
   auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, s.context_id("base:allocation"));
-    put32(p, 2);
-    put64(p, 2048);
-    put64(p, 0);
-    put64(p, 2048);
-    put64(p, (1ull << 40) | 1);
-    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt,
+            extents64(s, {{2048, 0}, {2048, (1ull << 40) | 1}}));
   });
   EXPECT_EQ(o.result, 0);
   ASSERT_EQ(o.calls.size(), 1u);
@@ -464,14 +466,8 @@ TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32BitsAfterTheFirst) {
 // first extent alone, without an error (found by diff_fuzz).
 TEST_F(EdgeCases, BlockStatusWideHugeExtentAfterTheFirst) {
   auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, s.context_id("base:allocation"));
-    put32(p, 2);
-    put64(p, 2048);
-    put64(p, 0x200ffff);
-    put64(p, 0xffffffff00000100ull);
-    put64(p, 0x0002080000000000ull);
-    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt,
+            extents64(s, {{2048, 0x200ffff}, {0xffffffff00000100ull, 0x0002080000000000ull}}));
   });
   EXPECT_EQ(o.result, 0);
   ASSERT_EQ(o.calls.size(), 1u);
