@@ -431,6 +431,26 @@ TEST_F(EdgeCases, BlockStatusWideCountMismatch) {
   EXPECT_EQ(o.result, -1);
 }
 
+// Extended headers: a 64-bit block status chunk for a context never agreed, whose count says
+// 0 with two descriptors following: libnbd 1.22.2 checks the count before the context and
+// fails the command with EPROTO (found by diff_fuzz).
+TEST_F(EdgeCases, BlockStatusWideCountZeroForUnknownContext) {
+  auto o = block_status(ServerConfig{.extended = true}, [](FakeServer &s, const Request &r) {
+    Bytes p;
+    put32(p, 0);
+    put32(p, 0);
+    for (int i = 0; i < 2; i++) {
+      put64(p, 2048);
+      put64(p, 0);
+    }
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyBlockStatusExt, p);
+  });
+  EXPECT_EQ(o.result, -1);
+  EXPECT_EQ(o.err, EPROTO);
+  EXPECT_TRUE(o.calls.empty());
+  EXPECT_TRUE(o.usable);
+}
+
 // Extended headers: one 64-bit extent inside the export, flags beyond 32 bits: the
 // 32-bit callback gets the low bits with *error EOVERFLOW, the command fails with it.
 TEST_F(EdgeCases, BlockStatusWideFlagsBeyond32Bits) {
