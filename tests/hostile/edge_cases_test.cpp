@@ -208,10 +208,7 @@ TEST_F(EdgeCases, DataChunkOfTheWholeRequest) {
 // chunk callback sees it.
 TEST_F(EdgeCases, ErrorOffsetInsideRequest) {
   auto o = structured_read(0, 512, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, nbd::kEio);
-    put16(p, 3);
-    put_string(p, "bad");
+    Bytes p = error_payload(nbd::kEio, "bad");
     put64(p, r.offset + 100);
     s.chunk(r.cookie, 0, nbd::kReplyErrorOffset, p);
     s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyOffsetData, data_payload(r.offset, 512, 0x55));
@@ -224,9 +221,7 @@ TEST_F(EdgeCases, ErrorOffsetInsideRequest) {
 // An error chunk whose offset is outside the request.
 TEST_F(EdgeCases, ErrorOffsetOutsideRequest) {
   auto o = structured_read(4096, 512, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, nbd::kEio);
-    put16(p, 0);
+    Bytes p = error_payload(nbd::kEio);
     put64(p, r.offset + 4096);
     s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyErrorOffset, p);
   });
@@ -288,10 +283,7 @@ TEST_F(EdgeCases, UnknownChunkType) {
 // with the error it carries.
 TEST_F(EdgeCases, UnknownErrorChunkType) {
   auto o = structured_read(0, 512, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, nbd::kEio);
-    put16(p, 4);
-    put_string(p, "oops");
+    Bytes p = error_payload(nbd::kEio, "oops");
     put_bytes(p, Bytes(5, 0).data(), 5);
     s.chunk(r.cookie, nbd::kReplyFlagDone, 0x8099, p);
   });

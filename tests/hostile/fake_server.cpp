@@ -33,6 +33,14 @@ void put_bytes(Bytes &b, const void *p, size_t n) {
 }
 void put_string(Bytes &b, const std::string &s) { put_bytes(b, s.data(), s.size()); }
 
+Bytes error_payload(uint32_t nbd_error, const std::string &message) {
+  Bytes p;
+  put32(p, nbd_error);
+  put16(p, uint16_t(message.size()));
+  put_string(p, message);
+  return p;
+}
+
 namespace {
 uint16_t get16(const uint8_t *p) { return uint16_t(p[0] << 8 | p[1]); }
 uint32_t get32(const uint8_t *p) { return uint32_t(get16(p)) << 16 | get16(p + 2); }

@@ -53,6 +53,8 @@ void put32(Bytes &b, uint32_t v);
 void put64(Bytes &b, uint64_t v);
 void put_bytes(Bytes &b, const void *p, size_t n);
 void put_string(Bytes &b, const std::string &s);
+// The payload of an error chunk: the NBD error, then the message with its 16-bit length.
+Bytes error_payload(uint32_t nbd_error, const std::string &message = "");
 
 struct ServerConfig {
   bool structured = true;   // ACK NBD_OPT_STRUCTURED_REPLY (else ERR_UNSUP)

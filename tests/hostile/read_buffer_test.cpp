@@ -52,10 +52,7 @@ void data_chunk(FakeServer &s, uint64_t cookie, uint16_t flags, uint64_t offset,
 }
 
 void error_chunk(FakeServer &s, uint64_t cookie) {
-  Bytes p;
-  put32(p, nbd::kEio);
-  put16(p, 0);
-  s.chunk(cookie, nbd::kReplyFlagDone, nbd::kReplyError, p);
+  s.chunk(cookie, nbd::kReplyFlagDone, nbd::kReplyError, error_payload(nbd::kEio));
 }
 
 // Where a mismatch is, for the failure message.

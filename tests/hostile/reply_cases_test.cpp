@@ -230,10 +230,7 @@ TEST_F(ReplyHostile, ReplyWithCookieZero) {
   connect_ok([](FakeServer &s) {
     Request r;
     if (!s.handshake_then_request(r)) return;
-    Bytes p;
-    put32(p, nbd::kEio);
-    put16(p, 0);
-    s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyError, p);
+    s.chunk(0, nbd::kReplyFlagDone, nbd::kReplyError, error_payload(nbd::kEio));
     s.ok_reply(r);
     s.drain();
   });
@@ -514,10 +511,7 @@ TEST_F(ReplyHostile, ErrorChunkImpossibleMessageLength) {
 // An error chunk with error 0 (the spec: MUST be nonzero).
 TEST_F(ReplyHostile, ErrorChunkWithoutError) {
   expect_bad_read_chunk(0, 512, [](FakeServer &s, const Request &r) {
-    Bytes p;
-    put32(p, 0);
-    put16(p, 0);
-    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, p);
+    s.chunk(r.cookie, nbd::kReplyFlagDone, nbd::kReplyError, error_payload(0));
   });
 }
 
