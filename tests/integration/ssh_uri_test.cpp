@@ -210,6 +210,18 @@ protected:
 
   bool marker_exists() const { return ::access(marker_.c_str(), F_OK) == 0; }
 
+  // nbdkit memory 1M listening on `socket`, run by `server`. The caller returns when this
+  // skipped the test or failed it (IsSkipped() / HasFatalFailure()).
+  void start_nbdkit_memory(ChildProcess &server, const std::string &socket) {
+    std::string nbdkit = find_program("nbdkit");
+    if (nbdkit.empty()) GTEST_SKIP() << "nbdkit is not installed";
+    std::string error;
+    ASSERT_TRUE(server.start({nbdkit, "-f", "--exit-with-parent", "-U", socket, "memory", "1M"},
+                             dir_.file("server.log"), &error))
+        << error;
+    ASSERT_TRUE(wait_for_unix_socket(socket, server, std::chrono::seconds(20), &error)) << error;
+  }
+
   TempDir dir_;
   std::string ssh_log_, nc_log_, marker_;
   Handle h_;
@@ -218,17 +230,12 @@ protected:
 // An NBD server whose socket path is full of shell syntax is reached through the
 // remote shell exactly as named, and that syntax runs nothing.
 TEST_F(SshRemoteShellTest, ReachesSocketWhosePathHasShellSyntax) {
-  std::string nbdkit = find_program("nbdkit");
-  if (nbdkit.empty()) GTEST_SKIP() << "nbdkit is not installed";
   // No '/' may appear in a file name, so the commands name the marker relative to the
   // "remote" working directory, which is dir_.
   const std::string socket = dir_.file("my nbd 'sock' $(touch marker);`touch marker`\\.s");
   ChildProcess server;
-  std::string error;
-  ASSERT_TRUE(server.start({nbdkit, "-f", "--exit-with-parent", "-U", socket, "memory", "1M"},
-                           dir_.file("server.log"), &error))
-      << error;
-  ASSERT_TRUE(wait_for_unix_socket(socket, server, std::chrono::seconds(20), &error)) << error;
+  start_nbdkit_memory(server, socket);
+  if (IsSkipped() || HasFatalFailure()) return;
 
   const std::string uri = "nbd+ssh://example.test/?socket=" + percent_encode(socket);
   NBD_ASSERT_OK(nbd_connect_uri(h_.get(), uri.c_str()));
@@ -325,15 +332,10 @@ TEST_F(SshRemoteShellTest, NbdPortReachesTheRemoteServer) {
 // never reaches ssh or the remote shell; an nbd-port with shell syntax never gets that
 // far.  Each attempt would create the marker if it ran.
 TEST_F(SshRemoteShellTest, TlsUsernameAndNbdPortRunNothing) {
-  std::string nbdkit = find_program("nbdkit");
-  if (nbdkit.empty()) GTEST_SKIP() << "nbdkit is not installed";
   const std::string socket = dir_.file("nbd.sock");
   ChildProcess server;
-  std::string error;
-  ASSERT_TRUE(server.start({nbdkit, "-f", "--exit-with-parent", "-U", socket, "memory", "1M"},
-                           dir_.file("server.log"), &error))
-      << error;
-  ASSERT_TRUE(wait_for_unix_socket(socket, server, std::chrono::seconds(20), &error)) << error;
+  start_nbdkit_memory(server, socket);
+  if (IsSkipped() || HasFatalFailure()) return;
   const std::string m = marker_;
   const std::vector<std::string> attempts = {
       "x;touch " + m, "$(touch " + m + ")", "`touch " + m + "`", "x\ntouch " + m, "x' ; touch " + m + " #",
