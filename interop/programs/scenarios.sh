@@ -193,14 +193,10 @@ sc_nbdinfo-size() {
     done
 }
 
-sc_nbdinfo-can-is() {
+# Every --can and --is question nbdinfo knows, asked of each server named.
+can_is_steps() {
     local s q
-    start_nbdkit rw memory 1M
-    start_nbdkit ro -r pattern 1M
-    start_nbdkit null null 1M
-    qemu-img create -q -f qcow2 "$RUN/q.qcow2" 4M
-    start_qemu_nbd qemu -f qcow2 "$RUN/q.qcow2"
-    for s in rw ro null qemu; do
+    for s in "$@"; do
         for q in cache connect df fast-zero flush fua multi-conn read structured-reply trim write zero; do
             step "$s --can $q" nbdinfo --can "$q" "$(uri "$s")"
         done
@@ -208,6 +204,15 @@ sc_nbdinfo-can-is() {
             step "$s --is $q" nbdinfo --is "$q" "$(uri "$s")"
         done
     done
+}
+
+sc_nbdinfo-can-is() {
+    start_nbdkit rw memory 1M
+    start_nbdkit ro -r pattern 1M
+    start_nbdkit null null 1M
+    qemu-img create -q -f qcow2 "$RUN/q.qcow2" 4M
+    start_qemu_nbd qemu -f qcow2 "$RUN/q.qcow2"
+    can_is_steps rw ro null qemu
     step "--can on a missing socket" nbdinfo --can connect "$(uri missing)"
     step "--can unknown flag" nbdinfo --can frobnicate "$(uri rw)"
 }
@@ -710,19 +715,11 @@ sc_sid-nbdinfo-map() {
 }
 
 sc_sid-nbdinfo-can-is() {
-    local s q
     start_nbdkit rw memory 1M
     start_nbdkit ro -r pattern 1M
     qemu-img create -q -f qcow2 "$RUN/q.qcow2" 4M
     start_qemu_nbd qemu -f qcow2 "$RUN/q.qcow2"
-    for s in rw ro qemu; do
-        for q in cache connect df fast-zero flush fua multi-conn read structured-reply trim write zero; do
-            step "$s --can $q" nbdinfo --can "$q" "$(uri "$s")"
-        done
-        for q in read-only rotational tls; do
-            step "$s --is $q" nbdinfo --is "$q" "$(uri "$s")"
-        done
-    done
+    can_is_steps rw ro qemu
     step "--can on a missing socket" nbdinfo --can connect "$(uri missing)"
 }
 
