@@ -9,6 +9,7 @@
 #include "engine/command_table.h"
 #include "engine/issue_gate.h"
 #include "libnbd.h"
+#include "wire/byte_order.h"
 #include "wire/protocol.h"
 
 namespace duplexnbd {
@@ -202,10 +203,7 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
         head_ += n;
         discard_left_ -= n;
         if (discard_left_ == 0) {
-          if (cur_)
-            end_chunk(finished, table);
-          else
-            step_ = Step::Header;  // the empty chunk of a cookie not in flight, skipped
+          end_chunk(finished, table);
           break;
         }
         auto r = fill(t, 1, bytes_received);
@@ -266,9 +264,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     // A chunk without payload for a cookie not in flight leaves the stream whole: it is
     // skipped, as libnbd 1.22.2 skips it; one with a payload ends the connection there.
     if (chunk_.length != 0) return protocol_error("no matching command for the server's reply cookie");
-    discard_left_ = chunk_.length;
-    step_ = Step::Discard;
-    return {};
+    return {};  // the next header follows at once
   }
   mid_reply_.store(true, std::memory_order_release);
   cur_->reply_started = true;
@@ -411,11 +407,8 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
       // A message length that overruns the chunk: the server's error still stands, as
       // libnbd 1.22.2 reports it; without even an error field, a protocol error.
       int err = EPROTO;
-      if (payload.size() >= 6) {
-        const uint32_t nbd_err = uint32_t(payload[0]) << 24 | uint32_t(payload[1]) << 16 |
-                                 uint32_t(payload[2]) << 8 | payload[3];
-        if (int x = wire::errno_of_nbd_error(nbd_err)) err = x;
-      }
+      if (payload.size() >= 6)
+        if (int x = wire::errno_of_nbd_error(wire::load_be32(payload.data()))) err = x;
       set_cmd_error(c, err);
     } else {
       int err = wire::errno_of_nbd_error(e->error);

@@ -68,9 +68,9 @@ private:
   void on_payload_done(CompletionList &finished, CommandTable &table);
   void end_chunk(CompletionList &finished, CommandTable &table);
   void finish_reply(CompletionList &finished, CommandTable &table);
-  // `err`: an error already known for this chunk (EPROTO for the wrong width), or 0.
   // Records how much of the current data chunk is in the caller's buffer.
   void note_data_progress();
+  // `err`: an error already known for this chunk (EPROTO for the wrong width), or 0.
   void deliver_block_status(const wire::BlockStatusChunk &bs, int err);
   // Runs `c`'s chunk callback, if any, once its issuing call has returned; a failing
   // callback's error (starting from `err`) becomes the command's.
