@@ -173,10 +173,6 @@ struct UriInfo {
 Status set_uri_endpoint_from_sockaddr(UriInfo &info, const struct sockaddr *addr,
                                       socklen_t addrlen);
 
-// What nbd_connect_uri with `u` leaves in the handle, as nbd_get_uri will
-// see it (before anything else changes the handle's settings).
-UriInfo uri_info_from(const NbdUri &u);
-
 // Build the nbd_get_uri string, e.g. "nbd://example.com:10809/disk",
 // "nbds+unix://alice@/?socket=/tmp/sock&tls-verify-peer=false",
 // "nbd+vsock://2:10809/".  The export name and userinfo are percent-encoded

@@ -26,6 +26,33 @@
 namespace duplexnbd::uri {
 namespace {
 
+// What nbd_connect_uri with `u` leaves for nbd_get_uri (lib/api/connect_calls.cpp builds it
+// from the handle's settings once the URI is applied), for round trips without a handle.
+UriInfo uri_info_from(const NbdUri &u) {
+  UriInfo i;
+  i.tls = u.tls;
+  i.transport = u.transport;
+  i.host = u.host;
+  i.port = u.port;
+  i.socket_path = u.socket_path.value_or("");
+  i.vsock_cid = u.vsock_cid;
+  i.vsock_port = u.vsock_port;
+  i.export_name = u.export_name;
+  if (u.transport == Transport::Ssh) {
+    i.ssh_user = u.ssh_user;
+    i.ssh_nbd_port = u.nbd_port;
+    i.compress = u.compress;
+  }
+  i.tls_username = u.tls_username;
+  i.tls_certificates = u.tls_certificates;
+  i.tls_psk_file = u.tls_psk_file;
+  i.tls_hostname = u.tls_hostname;
+  i.tls_priority = u.tls_priority;
+  i.tls_verify_peer = u.tls_verify_peer.value_or(true);
+  return i;
+}
+
+
 UriPolicy permissive() {
   UriPolicy p;
   p.allow_local_file = true;
