@@ -599,7 +599,15 @@ constexpr int kEventNotifyWrite = 1;
 Connection *notifiable(Handle &h, int event) {
   State s = h.state();
   Connection *conn = live_connection(h);
-  if (!conn || s == State::Created || s == State::Closed || s == State::Dead) {
+  bool valid = conn && s != State::Created && s != State::Closed && s != State::Dead;
+  if (valid && (s == State::Connecting || s == State::Negotiating)) {
+    // Before transmission libnbd accepts only the event it waits for: WRITE while
+    // connect(2) completes, neither while opt mode waits for the caller.
+    const unsigned wanted = event == kEventNotifyRead ? LIBNBD_AIO_DIRECTION_READ
+                                                      : LIBNBD_AIO_DIRECTION_WRITE;
+    valid = (conn->direction() & wanted) != 0;
+  }
+  if (!valid) {
     set_error(EINVAL, "external event %d is invalid in state %s", event, state_name(s));
     return nullptr;
   }

@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Per-handle settings (export, TLS, requests, modes, URI limits), state queries, statistics.
-#include <pwd.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -55,40 +54,6 @@ Connection *live_connection(Handle &h) {
 // longer one could only make the server drop the connection later, so refuse it now.
 bool fits_protocol(const char *s) {
   return strnlen(s, wire::kMaxStringSize + 1) <= wire::kMaxStringSize;
-}
-
-// The login name for TLS-PSK when none was set: $LOGNAME (so users can override it, and
-// because getlogin fails without a controlling terminal), then the login name, then the
-// password database entry of the real user.
-char *local_user_name() {
-  if (const char *e = getenv("LOGNAME"); e != nullptr && *e != '\0') return malloc_copy(e);
-
-  std::vector<char> buf(256);
-  int login_err;
-  for (;;) {
-    login_err = getlogin_r(buf.data(), buf.size());
-    if (login_err != ERANGE || buf.size() >= 65536) break;
-    buf.resize(buf.size() * 2);
-  }
-  if (login_err == 0) return malloc_copy(buf.data());
-
-  long hint = sysconf(_SC_GETPW_R_SIZE_MAX);
-  buf.assign(hint > 0 ? size_t(hint) : 1024, '\0');
-  for (;;) {
-    struct passwd pw;
-    struct passwd *found = nullptr;
-    int err = getpwuid_r(getuid(), &pw, buf.data(), buf.size(), &found);
-    if (err == ERANGE && buf.size() < (1u << 20)) {
-      buf.resize(buf.size() * 2);
-      continue;
-    }
-    if (err == 0 && found != nullptr && found->pw_name != nullptr)
-      return malloc_copy(found->pw_name);
-    break;
-  }
-  // Report the primary method's failure, as libnbd does (e.g. ENXIO without a terminal).
-  set_error(login_err, "getlogin_r");
-  return nullptr;
 }
 
 }  // namespace
@@ -184,7 +149,14 @@ int set_tls_username(Handle &h, const char *username) {
 char *get_tls_username(Handle &h) {
   std::optional<std::string> set = with_settings(h, [](Settings &s) { return s.tls_username; });
   if (set) return malloc_copy(*set);
-  return local_user_name();
+  // The name PSK would use: $LOGNAME, else getlogin_r, whose error (ENXIO without a
+  // controlling terminal) is the call's, as in libnbd.
+  Result<std::string> user = tls::default_tls_username();
+  if (!user) {
+    set_error(user.error());
+    return nullptr;
+  }
+  return malloc_copy(*user);
 }
 
 int set_tls_hostname(Handle &h, const char *hostname) {

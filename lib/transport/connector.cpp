@@ -71,7 +71,9 @@ Status Connector::start_tcp(const std::string &host, const std::string &port) {
   ::freeaddrinfo(result);
   if (v.empty())
     return make_error(EADDRNOTAVAIL, "getaddrinfo: " + host + ":" + port + ": no usable address");
-  return begin(std::move(v));
+  // As libnbd's TCP connect: every address that has already failed is skipped within the
+  // call, and when all have, the call fails and the handle can try again.
+  return begin(std::move(v), /*check_at_once=*/true);
 }
 
 Status Connector::start_vsock(uint32_t cid, uint32_t port) {
@@ -118,8 +120,9 @@ Status Connector::adopt(int fd) {
   return {};
 }
 
-Status Connector::begin(std::vector<SocketAddress> addresses) {
+Status Connector::begin(std::vector<SocketAddress> addresses, bool check_at_once) {
   reset();
+  check_at_once_ = check_at_once;
   addresses_ = std::move(addresses);
   return try_next(make_error(ECONNREFUSED, "connect"));
 }
@@ -138,13 +141,23 @@ Status Connector::try_next(Error last_error) {
       continue;
     }
     fd_.reset(s);
-    if (::connect(s, a.get(), a.length) == 0) {
-      state_ = State::kDone;
-      return {};
-    }
-    // EINTR on a non-blocking connect means it carries on in the background,
-    // exactly like EINPROGRESS.
-    if (errno == EINPROGRESS || errno == EINTR) {
+    // Even a connect that completes at once is reported through on_writable(): libnbd
+    // waits for the socket to be writable after every connect(2), so that is the
+    // direction a caller sees right after an aio connect call, and nbd_poll's first
+    // round finishes the connect.  (EINTR on a non-blocking connect means it carries on
+    // in the background, exactly like EINPROGRESS.)
+    if (::connect(s, a.get(), a.length) == 0 || errno == EINPROGRESS || errno == EINTR) {
+      if (check_at_once_) {
+        // A refusal the kernel already knows (the loopback answers within connect(2))
+        // fails this address now, so that start_tcp reports it from the call itself.
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (::getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+          last_error = make_error(err, "connect");
+          fd_.reset();
+          continue;
+        }
+      }
       state_ = State::kConnecting;
       return {};
     }
@@ -226,6 +239,7 @@ void Connector::reset() {
   fd_.reset();
   addresses_.clear();
   next_ = 0;
+  check_at_once_ = false;
 }
 
 }  // namespace duplexnbd::transport

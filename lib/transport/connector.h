@@ -29,10 +29,11 @@ struct SocketAddress {
 // which has no non-blocking form).
 //
 // Usage: call one start_*() or adopt().  If it fails, the connection failed.
-// Otherwise either done() is already true, or connecting() is true and the
-// caller polls fd() for POLLOUT and calls on_writable() when it fires,
-// repeating until done() or an error.  Then take_fd() yields the connected,
-// non-blocking, close-on-exec socket.
+// After adopt() done() is true; after a start_*() connecting() is (even when
+// connect(2) succeeded at once, as libnbd waits for writability after every
+// connect), and the caller polls fd() for POLLOUT and calls on_writable() when
+// it fires, repeating until done() or an error.  Then take_fd() yields the
+// connected, non-blocking, close-on-exec socket.
 //
 // With several addresses (start_tcp, start_addresses) each is tried in turn:
 // a failure on one, immediate or reported through on_writable(), moves on to
@@ -72,7 +73,7 @@ public:
 private:
   enum class State { kIdle, kConnecting, kDone };
 
-  Status begin(std::vector<SocketAddress> addresses);
+  Status begin(std::vector<SocketAddress> addresses, bool check_at_once = false);
   // Starts connect() on addresses_[next_] onwards until one is in progress or
   // connected; returns the last error once all have failed.
   Status try_next(Error last_error);
@@ -82,6 +83,7 @@ private:
   FileDescriptor fd_;
   std::vector<SocketAddress> addresses_;
   size_t next_ = 0;
+  bool check_at_once_ = false;  // see start_tcp
 };
 
 }  // namespace duplexnbd::transport

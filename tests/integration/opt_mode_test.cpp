@@ -108,6 +108,20 @@ TEST_F(OptModeTest, GettersFailUntilInfoSucceeds) {
   EXPECT_EQ(nbd_aio_is_negotiating(h_.get()), 1);
 }
 
+// Waiting for the caller, the handle waits for no event: libnbd 1.22.2 refuses both
+// notifications there (EINVAL), and so do we (found by the call_states differential run).
+TEST_F(OptModeTest, NotificationsAreRefusedWhileWaitingForTheCaller) {
+  negotiate();
+  EXPECT_EQ(nbd_aio_get_direction(h_.get()), 0u);
+  EXPECT_EQ(nbd_aio_notify_read(h_.get()), -1);
+  EXPECT_EQ(nbd_get_errno(), EINVAL);
+  EXPECT_EQ(nbd_aio_notify_write(h_.get()), -1);
+  EXPECT_EQ(nbd_get_errno(), EINVAL);
+  // An option in flight is something to read for.
+  NBD_ASSERT_OK(nbd_opt_info(h_.get()));
+  EXPECT_EQ(nbd_aio_is_negotiating(h_.get()), 1);
+}
+
 // With no context requested, can_meta_context has nothing to wait for: "no" at once.
 TEST_F(OptModeTest, CanMetaContextWithoutRequestsIsFalseBeforeInfo) {
   NBD_ASSERT_OK(nbd_set_opt_mode(h_.get(), true));
