@@ -27,7 +27,11 @@ void set_cmd_error(Command *c, int err) {
   if (c->error == 0) c->error = err ? err : EPROTO;
 }
 
-Error protocol_error(const char *what) { return make_error(EPROTO, what); }
+// A stream the server broke ends the connection. libnbd 1.22.2 reports that with errno 0
+// and the reason in the message (nbd_get_errno(3) allows 0 where no errno applies), and
+// programs that switch on the errno see the same here; the commands in flight still
+// complete with ENOTCONN.
+Error protocol_error(const char *what) { return make_error(0, what); }
 
 }  // namespace
 
@@ -116,8 +120,10 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
           if ((kind == wire::ReplyKind::Extended) != extended_ &&
               !(kind == wire::ReplyKind::Simple && !extended_))
             return protocol_error("server sent a reply header of the wrong form");
-          if (kind == wire::ReplyKind::Structured && !structured_)
-            return protocol_error("server sent a structured reply that was not negotiated");
+          if (kind == wire::ReplyKind::Structured && !structured_) {
+            // libnbd 1.22.2 blames the command here: EPROTO, not 0.
+            return make_error(EPROTO, "server sent a structured reply that was not negotiated");
+          }
         }
         if (avail() < need) {
           if (socket_drained(t)) return Outcome::Blocked;
@@ -190,7 +196,8 @@ Result<ReplyReader::Outcome> ReplyReader::run(transport::Transport &t, CommandTa
         head_ += n;
         payload_have_ += n;
         if (payload_have_ == payload_.size()) {
-          on_payload_done(finished, table);
+          Status s = on_payload_done(finished, table);
+          if (!s) return s.take_error();
           break;
         }
         auto r = fill(t, 1, bytes_received);
@@ -227,11 +234,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     cur_ = table.find_in_flight(cookie);
     if (!cur_ && r->error != 0) {
       // An error reply carries no payload, so the stream is still whole: skipped, as
-      // libnbd 1.22.2 skips it (one without an error may be followed by read data of
-      // unknown length, and ends the connection below).
+      // libnbd 1.22.2 skips it.
       return {};
     }
-    if (!cur_) return protocol_error("no matching command for the server's reply cookie");
+    // A simple reply without an error may be followed by read data of unknown length:
+    // libnbd 1.22.2 gives up with EPROTO here (0 for a structured chunk, below).
+    if (!cur_) return make_error(EPROTO, "no matching command for the server's reply cookie");
     mid_reply_.store(true, std::memory_order_release);
     simple_ = true;
     cur_->reply_started = true;
@@ -272,8 +280,9 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   const uint16_t type = chunk_.type;
   const uint64_t len = chunk_.length;
   if (kind == wire::ReplyKind::Extended && chunk_.offset != cur_->offset) {
-    // An extended reply header echoes its request's offset (libnbd 1.22.2 checks it too,
-    // and drops the connection; here only the command fails, the framing is intact).
+    // An extended reply header echoes its request's offset. libnbd 1.22.2 fails the
+    // command and skips the chunk (though it then leaves the payload unread, its bug:
+    // docs/hostile-servers.md, [skipped-payload]); here the payload is skipped too.
     if (len > cur_->count + kMaxPayload) return protocol_error("reply chunk too large");
     set_cmd_error(cur_, EPROTO);
     discard_left_ = len;
@@ -291,8 +300,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   if (type == wire::kReplyTypeOffsetData) {
     // A chunk of the offset alone is accepted, as libnbd accepts it: the spec calls
     // zero-length replies broken, but nothing is written and the stream stays whole.
-    if (cur_->type != wire::kCmdRead || len < wire::kOffsetDataPrefixSize ||
-        len - wire::kOffsetDataPrefixSize > cur_->count) {
+    // Data (or, in on_payload_done, a hole) outside its read: the framing is intact, but
+    // the server has lost track of the request, and libnbd 1.22.2 ends the connection.
+    if (cur_->type == wire::kCmdRead && len >= wire::kOffsetDataPrefixSize &&
+        len - wire::kOffsetDataPrefixSize > cur_->count)
+      return protocol_error("data chunk longer than its request");
+    if (cur_->type != wire::kCmdRead || len < wire::kOffsetDataPrefixSize) {
       if (len > cur_->count + kMaxPayload) return protocol_error("data chunk too large");
       set_cmd_error(cur_, EPROTO);
       discard_left_ = len;
@@ -319,7 +332,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     payload_capacity_.store(payload_.capacity(), std::memory_order_relaxed);
   payload_have_ = 0;
   step_ = Step::Payload;
-  if (len == 0) on_payload_done(finished, table);
+  if (len == 0) return on_payload_done(finished, table);
   return {};
 }
 
@@ -328,17 +341,15 @@ Status ReplyReader::on_data_prefix() {
   head_ += wire::kOffsetDataPrefixSize;
   uint64_t data_len = chunk_.length - wire::kOffsetDataPrefixSize;
   Command *c = cur_;
-  if (!p || p->offset < c->offset || p->offset - c->offset > c->count - data_len) {
-    // Outside the request: keep the caller's buffer untouched.
-    set_cmd_error(c, EPROTO);
-    data_dst_ = nullptr;
-  } else if (c->ghost) {
+  if (!p || p->offset < c->offset || p->offset - c->offset > c->count - data_len)
+    return protocol_error("data chunk outside its request");
+  if (c->ghost) {
     data_dst_ = nullptr;  // nobody wants it any more
   } else {
     c->before_fill(p->offset - c->offset);
     data_dst_ = static_cast<uint8_t *>(c->read_buf) + (p->offset - c->offset);
   }
-  data_offset_ = p ? p->offset : 0;
+  data_offset_ = p->offset;
   data_len_ = data_left_ = data_len;
   step_ = Step::Data;
   return {};
@@ -374,7 +385,7 @@ void ReplyReader::on_data_done(CompletionList &finished, CommandTable &table) {
   end_chunk(finished, table);
 }
 
-void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table) {
+Status ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table) {
   Command *c = cur_;
   const uint16_t type = chunk_.type;
   wire::ConstBytes payload{payload_.data(), payload_.size()};
@@ -382,8 +393,11 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
     auto hole = wire::decode_offset_hole(payload);
     // A zero-length hole is reported to the chunk callback, as libnbd 1.22.2 does (the
     // read then fails unless the other chunks cover it: finish_reply).
-    if (c->type != wire::kCmdRead || !hole || hole->offset < c->offset ||
-        hole->offset - c->offset > c->count || hole->length > c->count - (hole->offset - c->offset)) {
+    if (c->type == wire::kCmdRead && hole &&
+        (hole->offset < c->offset || hole->offset - c->offset > c->count ||
+         hole->length > c->count - (hole->offset - c->offset)))
+      return protocol_error("hole chunk outside its request");
+    if (c->type != wire::kCmdRead || !hole) {
       set_cmd_error(c, EPROTO);
     } else if (!c->ghost) {
       const uint64_t at = hole->offset - c->offset;
@@ -426,6 +440,7 @@ void ReplyReader::on_payload_done(CompletionList &finished, CommandTable &table)
   }
   payload_.clear();
   end_chunk(finished, table);
+  return {};
 }
 
 void ReplyReader::deliver_block_status(const wire::BlockStatusChunk &bs, int err) {

@@ -65,7 +65,7 @@ private:
   Status on_header(CommandTable &table, CompletionList &finished);
   Status on_data_prefix();
   void on_data_done(CompletionList &finished, CommandTable &table);
-  void on_payload_done(CompletionList &finished, CommandTable &table);
+  Status on_payload_done(CompletionList &finished, CommandTable &table);
   void end_chunk(CompletionList &finished, CommandTable &table);
   void finish_reply(CompletionList &finished, CommandTable &table);
   // Records how much of the current data chunk is in the caller's buffer.

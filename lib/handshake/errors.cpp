@@ -71,7 +71,7 @@ Error protocol_error(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  return Error{EPROTO, std::string("handshake: ") + buf};
+  return Error{0, std::string("handshake: ") + buf};
 }
 
 std::string printable(std::string_view text) {

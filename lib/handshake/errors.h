@@ -19,7 +19,8 @@ int option_errno(uint32_t reply_type);
 Error go_failure(uint32_t reply_type, std::string_view export_name,
                  std::string_view server_message = {});
 
-// A server that broke the protocol: EPROTO with a "handshake: " message.
+// A server that broke the protocol: a "handshake: " message with errno 0, as libnbd 1.22.2
+// reports it (the connection is over; no errno describes a server breaking the protocol).
 Error protocol_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // What a server said in an error reply, made printable: bytes outside printable ASCII

@@ -152,6 +152,8 @@ def main():
                 r["used"] = True
             tags = sorted({t for r in used for t in re.findall(r"\[[\w-]+\]", r["reason"])})
             print(f"listed   {name} {' '.join(tags)}")
+            if args.verbose:
+                print("    " + "\n    ".join(diff))
     if not args.filter:
         # A rule for a race may go unused in a run; any other unused rule is stale.
         stale = [r for r in known if not r["used"] and not r["reason"].startswith("[race]")]

@@ -231,8 +231,8 @@ TEST_F(EdgeCases, ErrorOffsetOutsideRequest) {
 
 // Extended headers: a reply header whose offset is not its request's (the fake server's
 // chunks always say 0; this read is at 4096). The spec has the header echo the request's
-// offset; libnbd 1.22.2 drops the connection, ours fails the read alone (docs/design.md:
-// the framing is intact), and the connection stays usable.
+// offset: the read fails and the chunk is skipped, as libnbd 1.22.2 does (which then
+// leaves the payload unread and dies on it later, its bug: [skipped-payload]).
 TEST_F(EdgeCases, ExtendedHeaderOffsetNotTheRequests) {
   make(ServerConfig{.extended = true});
   connect_ok([](FakeServer &s) {

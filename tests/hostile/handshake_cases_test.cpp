@@ -31,7 +31,7 @@ TEST_F(HandshakeHostile, WrongGreetingMagic) {
     s.send(b);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // Not even NBDMAGIC.
@@ -43,7 +43,7 @@ TEST_F(HandshakeHostile, WrongInitialMagic) {
     s.send(b);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // An option reply whose magic is wrong.
@@ -60,7 +60,7 @@ TEST_F(HandshakeHostile, WrongOptionReplyMagic) {
     s.send(b);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // The reply names another option than the one asked.
@@ -72,7 +72,7 @@ TEST_F(HandshakeHostile, OptionReplyForWrongOption) {
     s.option_reply(nbd::kOptGo, nbd::kRepAck);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // The reply to NBD_OPT_GO is for NBD_OPT_INFO.
@@ -85,7 +85,7 @@ TEST_F(HandshakeHostile, GoReplyForWrongOption) {
     s.option_reply(nbd::kOptInfo, nbd::kRepAck);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // An ACK that carries a payload.
@@ -97,7 +97,7 @@ TEST_F(HandshakeHostile, AckWithPayload) {
     s.option_reply(o.option, nbd::kRepAck, Bytes(16, 'x'));
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // An option reply claiming a 3 GiB payload: refused before anything is allocated.
@@ -114,7 +114,7 @@ TEST_F(HandshakeHostile, OptionReplyHugeLength) {
     s.send(b);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // NBD_INFO_NAME with a 5000-byte name (the spec's limit is 4096).
@@ -132,7 +132,7 @@ TEST_F(HandshakeHostile, OversizedExportNameInInfo) {
     s.option_reply(o.option, nbd::kRepAck);
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // An export size beyond INT64_MAX: the connection is fine, but nbd_get_size cannot
@@ -168,7 +168,7 @@ TEST_F(HandshakeHostile, OversizedMetaContextName) {
     }
     s.drain();
   });
-  expect_connect_failed(r, kProtocolErrnos);
+  expect_connect_failed(r, kViolationErrnos);
 }
 
 // NBD_REP_SERVER (nbd_opt_list) whose name length points past the reply.
@@ -192,7 +192,7 @@ TEST_F(HandshakeHostile, ListEntryNameOverrunsReply) {
                        },
                        &list, [](void *ud) { static_cast<Counted *>(ud)->frees++; }};
   EXPECT_EQ(nbd_opt_list(h_, cb), -1);
-  EXPECT_ERRNO_IN(kProtocolErrnos, nbd_get_errno());
+  EXPECT_ERRNO_IN(kViolationErrnos, nbd_get_errno());
   EXPECT_EQ(list.calls.load(), 0);
   EXPECT_TRUE(nbd_aio_is_dead(h_));
   nbd_close(h_);
