@@ -206,6 +206,11 @@ private:
   RequestWriter writer_;
   ReaderSlot reader_slot_;
   ReplyReader reader_{issue_gate_};  // reader_slot_ held
+  // A broken stream that an nbd_poll found behind replies it completed is reported by the
+  // next round, as libnbd (which handles one reply per nbd_poll) reports it: set with the
+  // reader slot held, the error taken by whoever holds it next, before the reader runs.
+  std::atomic<bool> broken_stream_pending_{false};
+  Error broken_stream_;  // reader_slot_ held
   SendBatching batching_;
   mutable std::atomic<bool> write_observed_{false};
   std::atomic<bool> disconnect_requested_{false};  // set with the writer's mutex held

@@ -32,6 +32,13 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
     finish_handed_off(budget);
     return 1;
   }
+  // A broken stream the last round found behind its replies (see read_side): reported
+  // now, without asking the kernel, where libnbd's next poll would find the bytes.
+  if (broken_stream_pending_.load(std::memory_order_acquire)) {
+    Status s = read_side(budget);
+    if (!s) return s.take_error();
+    return 1;
+  }
   // Only now, when the kernel is asked: requests issued between rounds leave together.
   flush_queued(Flush::Deferred);
   unsigned dir = direction();
@@ -53,8 +60,9 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
   me.wakeup = PollerRegistry::thread_wakeup();
   pollers_.enter(me);
   dir = direction();
-  if (dir == 0) {
-    // The state changed meanwhile: the caller looks again.
+  if (dir == 0 || broken_stream_pending_.load(std::memory_order_acquire)) {
+    // The state changed meanwhile, or a broken stream waits to be reported: the caller
+    // looks again.
     pollers_.leave(me);
     return 1;
   }

@@ -83,9 +83,26 @@ Status Connection::read_side(CompletionQueue::Budget *budget) {
   uint64_t bytes = 0, chunks = 0;
   bool refill = false;
   transport::Transport *t = live_transport();
+  if (broken_stream_pending_.load(std::memory_order_acquire)) {
+    // Found by the last nbd_poll round behind its replies: this round reports it.
+    Error e = std::move(broken_stream_);
+    broken_stream_pending_.store(false, std::memory_order_relaxed);
+    release_reader(finished, budget);
+    fail(e);
+    return e;
+  }
   if (h_.state() == State::Ready && t) {
     r = reader_.run(*t, table_, finished, bytes, chunks);
     refill = batching_.refill_due(reader_.answered_request_bytes());
+    if (!r && budget && !finished.empty() && !disconnect_requested()) {
+      // nbd_poll: libnbd handles one reply per call, so the call that completes replies
+      // does not also find the stream broken behind them; the next call does.  Other
+      // threads blocked in poll rounds are woken to report it (see poll_round).
+      broken_stream_ = r.take_error();
+      broken_stream_pending_.store(true, std::memory_order_release);
+      r = ReplyReader::Outcome::Blocked;
+      wake_pollers(PollerRegistry::Why::Progress);
+    }
   }
   bytes_received.fetch_add(bytes, std::memory_order_relaxed);
   chunks_received.fetch_add(chunks, std::memory_order_relaxed);
