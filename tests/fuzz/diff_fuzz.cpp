@@ -179,6 +179,27 @@ void serve(int fd, unsigned mode, int requests, const uint8_t *stream, size_t le
   }
 }
 
+// What a silent driver is doing, for the finding's report: its kernel state and, where gdb
+// is installed, every thread's stack (bounded in time; nothing if gdb is missing).
+std::string describe_stuck(pid_t pid) {
+  std::string out;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
+  if (FILE *f = fopen(path, "r")) {
+    char line[512] = "";
+    if (fgets(line, sizeof line, f)) out += "\n/proc stat: " + std::string(line);
+    fclose(f);
+  }
+  std::string cmd = "timeout 20 gdb -batch -nx -p " + std::to_string(pid) +
+                    " -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)'";
+  if (FILE *g = popen(cmd.c_str(), "r")) {
+    char line[512];
+    while (fgets(line, sizeof line, g)) out += line;
+    pclose(g);
+  }
+  return out;
+}
+
 // One run of the driver on the library in `libdir`: its output.
 std::string play(const Config &cfg, const std::string &libdir, unsigned mode,
                  const uint8_t *stream, size_t len) {
@@ -231,8 +252,8 @@ std::string play(const Config &cfg, const std::string &libdir, unsigned mode,
   for (;;) {
     struct pollfd p = {out[0], POLLIN, 0};
     if (poll(&p, 1, 60000) <= 0) {
+      text += "\ndriver hung" + describe_stuck(pid);
       kill(pid, SIGKILL);
-      text += "\ndriver hung";
       break;
     }
     ssize_t n = read(out[0], buf, sizeof buf);
