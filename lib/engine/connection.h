@@ -211,6 +211,11 @@ private:
   // reader slot held, the error taken by whoever holds it next, before the reader runs.
   std::atomic<bool> broken_stream_pending_{false};
   Error broken_stream_;  // reader_slot_ held
+  // Only a live connection has one to report: once it ended some other way (the writer
+  // found the socket gone, a timeout), the pending error is moot.
+  bool broken_stream_to_report() const {
+    return broken_stream_pending_.load(std::memory_order_acquire) && h_.state() == State::Ready;
+  }
   SendBatching batching_;
   mutable std::atomic<bool> write_observed_{false};
   std::atomic<bool> disconnect_requested_{false};  // set with the writer's mutex held

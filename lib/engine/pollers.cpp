@@ -34,7 +34,7 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
   }
   // A broken stream the last round found behind its replies (see read_side): reported
   // now, without asking the kernel, where libnbd's next poll would find the bytes.
-  if (broken_stream_pending_.load(std::memory_order_acquire)) {
+  if (broken_stream_to_report()) {
     Status s = read_side(budget);
     if (!s) return s.take_error();
     return 1;
@@ -60,7 +60,7 @@ Result<int> Connection::poll_round(int timeout_ms, int extra_fd, CompletionQueue
   me.wakeup = PollerRegistry::thread_wakeup();
   pollers_.enter(me);
   dir = direction();
-  if (dir == 0 || broken_stream_pending_.load(std::memory_order_acquire)) {
+  if (dir == 0 || broken_stream_to_report()) {
     // The state changed meanwhile, or a broken stream waits to be reported: the caller
     // looks again.
     pollers_.leave(me);

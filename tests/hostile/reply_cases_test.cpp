@@ -304,6 +304,30 @@ TEST_F(ReplyHostile, DuplicateReply) {
   close_and_check_frees({&done});
 }
 
+// The duplicate reply is left for the next nbd_poll to report, but the connection ends
+// another way first (the server hung up, and the next write finds the socket gone): that
+// nbd_poll must say so, not keep returning 1 for a report that no longer applies.
+TEST_F(ReplyHostile, DuplicateReplyThenHangUpDoesNotSpin) {
+  make(ServerConfig{.structured = false});
+  connect_ok([](FakeServer &s) {
+    Request r;
+    if (!s.handshake_then_request(r)) return;
+    s.simple_reply(r.cookie, 0);
+    s.simple_reply(r.cookie, 0);
+    s.close();
+  });
+  char buf[512] = {};
+  int64_t c = nbd_aio_pwrite(h_, buf, sizeof buf, 0, NBD_NULL_COMPLETION, 0);
+  ASSERT_NE(c, -1) << last_error();
+  EXPECT_EQ(wait_for(c), 1) << last_error();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the hang-up has happened
+  (void)nbd_aio_pwrite(h_, buf, sizeof buf, 0, NBD_NULL_COMPLETION, 0);
+  int r = 1;
+  for (int i = 0; i < 5 && r == 1; i++) r = nbd_poll(h_, 1000);
+  EXPECT_EQ(r, -1) << "nbd_poll kept returning 1";
+  EXPECT_TRUE(nbd_aio_is_dead(h_) || nbd_aio_is_closed(h_));
+}
+
 // A data chunk for a read that already had its final (DONE) chunk.
 TEST_F(ReplyHostile, DataChunkAfterDone) {
   make();
