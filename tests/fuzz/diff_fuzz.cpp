@@ -341,12 +341,15 @@ std::vector<std::string> classes(const std::string &text) {
 // (docs/hostile-servers.md, "Listed differences"). scan() finds them in the fuzz bytes.
 //  [skipped-payload]  a structured chunk libnbd skips (a cookie not in flight; with extended
 //      headers, an offset that is not the request's) has its payload left unread: libnbd
-//      parses the payload as the next reply. Ours ends the connection there.
+//      parses the payload as the next reply. Ours reads past the payload: for a cookie not in
+//      flight it ends the connection there; for a misplaced offset it fails that command and
+//      goes on, where libnbd, misreading the payload, usually fails everything.
 //  [overlapping-hole] a hole chunk overlapping an earlier data chunk of the same read is not
 //      cleared in a buffer libnbd zeroed up front, so the hole does not read as zeroes (in its
 //      callback and in the buffer). Ours zeroes the hole.
 struct StreamFacts {
-  bool skipped_payload = false;
+  bool skipped_payload = false;    // for a cookie not in flight
+  bool misplaced_payload = false;  // with extended headers, for another offset
   bool overlapping_hole = false;
 };
 
@@ -366,10 +369,13 @@ StreamFacts scan(unsigned mode, const uint8_t *p, size_t n) {
     const uint64_t cookie = get_be(p + i + 8, 8);
     const uint64_t length = ext ? get_be(p + i + 24, 8) : get_be(p + i + 16, 4);
     auto it = in_flight.find(cookie);
-    const bool skipped = it == in_flight.end() || (ext && get_be(p + i + 16, 8) != it->second);
-    if (skipped) {
-      if (length > 0) f.skipped_payload = true;
-      if (length > 0) break;  // libnbd's framing is lost from here on
+    const bool unknown = it == in_flight.end();
+    const bool misplaced = !unknown && ext && get_be(p + i + 16, 8) != it->second;
+    if (unknown || misplaced) {
+      if (length > 0) {
+        (unknown ? f.skipped_payload : f.misplaced_payload) = true;
+        break;  // libnbd's framing is lost from here on
+      }
       i += hdr;
       continue;
     }
@@ -403,6 +409,16 @@ bool skipped_payload_difference(const std::vector<std::string> &a, const std::ve
   return k + 1 == b.size() && b[k] == "failed" && k < a.size();
 }
 
+// [skipped-payload], a misplaced offset: everything before agrees; then libnbd, parsing the
+// payload as replies, fails ("failed") where ours, having failed that command alone, may
+// complete others first.
+bool misplaced_payload_difference(const std::vector<std::string> &a, const std::vector<std::string> &b) {
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k]) k++;
+  return k < a.size() && k < b.size() && a[k] == "failed" && b[k] != "failed" &&
+         b[k].rfind("driver ", 0) != 0;
+}
+
 // [overlapping-hole]: hole chunks' and the read data's hashes are set aside in both class
 // lists, provided every hole ours reported reads as zeroes (false, lists untouched, if not).
 bool set_aside_overlapping_holes(std::vector<std::string> &a, std::vector<std::string> &b) {
@@ -428,7 +444,8 @@ bool set_aside_overlapping_holes(std::vector<std::string> &a, std::vector<std::s
 bool agree(std::vector<std::string> a, std::vector<std::string> b, const StreamFacts &facts) {
   if (a == b) return true;
   if (facts.overlapping_hole && !set_aside_overlapping_holes(a, b)) return false;
-  return a == b || (facts.skipped_payload && skipped_payload_difference(a, b));
+  return a == b || (facts.skipped_payload && skipped_payload_difference(a, b)) ||
+         (facts.misplaced_payload && misplaced_payload_difference(a, b));
 }
 
 std::string join(const std::vector<std::string> &v) {
