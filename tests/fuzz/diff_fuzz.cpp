@@ -183,14 +183,16 @@ void serve(int fd, unsigned mode, int requests, const uint8_t *stream, size_t le
 // is installed, every thread's stack (bounded in time; nothing if gdb is missing).
 std::string describe_stuck(pid_t pid) {
   std::string out;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
-  if (FILE *f = fopen(path, "r")) {
-    char line[512] = "";
-    if (fgets(line, sizeof line, f)) out += "\n/proc stat: " + std::string(line);
-    fclose(f);
+  for (const char *what : {"stat", "wchan", "syscall"}) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", int(pid), what);
+    if (FILE *f = fopen(path, "r")) {
+      char line[512] = "";
+      if (fgets(line, sizeof line, f)) out += "\n/proc " + std::string(what) + ": " + line;
+      fclose(f);
+    }
   }
-  std::string cmd = "timeout 20 gdb -batch -nx -p " + std::to_string(pid) +
+  std::string cmd = "timeout 60 gdb -batch -nx -p " + std::to_string(pid) +
                     " -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)'";
   if (FILE *g = popen(cmd.c_str(), "r")) {
     char line[512];
