@@ -130,6 +130,22 @@ protected:
     close_and_check_frees({&extents, &done});
   }
 
+  // Simple replies only; the first request is answered twice, then the server waits for
+  // the client to hang up, or hangs up itself.
+  void connect_to_duplicate_replier(bool then_hang_up) {
+    make(ServerConfig{.structured = false});
+    connect_ok([then_hang_up](FakeServer &s) {
+      Request r;
+      if (!s.handshake_then_request(r)) return;
+      s.simple_reply(r.cookie, 0);
+      s.simple_reply(r.cookie, 0);
+      if (then_hang_up)
+        s.close();
+      else
+        s.drain();
+    });
+  }
+
   // The connection must die: `n` aio reads all complete with an error, each closure
   // called once and freed once, the handle ends dead or closed.
   void expect_fatal_for_reads(int n, uint32_t count, const std::set<int> &errnos) {
@@ -279,14 +295,7 @@ TEST_F(ReplyHostile, ReplyForCommandNeverSent) {
 // The same reply twice: the command completes once (successfully), then the second copy,
 // which is for a command no longer in flight, kills the connection.
 TEST_F(ReplyHostile, DuplicateReply) {
-  make(ServerConfig{.structured = false});
-  connect_ok([](FakeServer &s) {
-    Request r;
-    if (!s.handshake_then_request(r)) return;
-    s.simple_reply(r.cookie, 0);
-    s.simple_reply(r.cookie, 0);
-    s.drain();
-  });
+  connect_to_duplicate_replier(/*then_hang_up=*/false);
   char buf[512] = {};
   Counted done;
   int64_t c = nbd_aio_pwrite(h_, buf, sizeof buf, 0, completion_of(done), 0);
@@ -308,14 +317,7 @@ TEST_F(ReplyHostile, DuplicateReply) {
 // another way first (the server hung up, and the next write finds the socket gone): that
 // nbd_poll must say so, not keep returning 1 for a report that no longer applies.
 TEST_F(ReplyHostile, DuplicateReplyThenHangUpDoesNotSpin) {
-  make(ServerConfig{.structured = false});
-  connect_ok([](FakeServer &s) {
-    Request r;
-    if (!s.handshake_then_request(r)) return;
-    s.simple_reply(r.cookie, 0);
-    s.simple_reply(r.cookie, 0);
-    s.close();
-  });
+  connect_to_duplicate_replier(/*then_hang_up=*/true);
   char buf[512] = {};
   int64_t c = nbd_aio_pwrite(h_, buf, sizeof buf, 0, NBD_NULL_COMPLETION, 0);
   ASSERT_NE(c, -1) << last_error();
