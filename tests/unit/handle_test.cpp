@@ -4,10 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include <atomic>
 #include <memory>
@@ -19,6 +16,8 @@
 #include <gtest/gtest.h>
 
 #include "libnbd.h"
+#include "test_pki.h"
+#include "test_sockets.h"
 
 namespace {
 
@@ -539,47 +538,28 @@ TEST(HandleConnect, UnresolvableTcpNameLeavesTheHandleCreated) {
   EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
 }
 
-namespace {
-// A loopback TCP port with a socket bound but not listening: connect(2) is refused at once.
-struct RefusingPort {
-  int fd = -1;
-  std::string port;
-  RefusingPort() {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    if (fd == -1 || bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa) == -1 ||
-        getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len) == -1)
-      return;
-    port = std::to_string(ntohs(sa.sin_port));
-  }
-  ~RefusingPort() {
-    if (fd != -1) close(fd);
-  }
-};
-}  // namespace
-
 TEST(HandleConnect, RefusedTcpConnectLeavesTheHandleCreated) {
   // As libnbd 1.22.2 (found by call_states): a refusal the kernel reports within the call
   // fails the call itself, and the handle may connect again.
-  RefusingPort refusing;
-  ASSERT_FALSE(refusing.port.empty());
+  uint16_t port_number = 0;
+  duplexnbd::transport::FileDescriptor refusing =
+      duplexnbd::transport::tcp_socket(AF_INET, "127.0.0.1", /*do_listen=*/false, &port_number);
+  ASSERT_TRUE(refusing.valid());
+  const std::string port = std::to_string(port_number);
   HandlePtr h = make_handle();
-  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "127.0.0.1", refusing.port.c_str()), -1);
+  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "127.0.0.1", port.c_str()), -1);
   expect_failed("nbd_aio_connect_tcp", ECONNREFUSED);
   EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
-  EXPECT_EQ(nbd_connect_tcp(h.get(), "127.0.0.1", refusing.port.c_str()), -1);
+  EXPECT_EQ(nbd_connect_tcp(h.get(), "127.0.0.1", port.c_str()), -1);
   EXPECT_EQ(nbd_get_errno(), ECONNREFUSED);
   EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
-  const std::string uri = "nbd://127.0.0.1:" + refusing.port + "/";
+  const std::string uri = "nbd://127.0.0.1:" + port + "/";
   EXPECT_EQ(nbd_connect_uri(h.get(), uri.c_str()), -1);
   EXPECT_EQ(nbd_get_errno(), ECONNREFUSED);
   EXPECT_EQ(nbd_aio_is_created(h.get()), 1);
   // Now one that listens: the connect starts.
-  ASSERT_EQ(listen(refusing.fd, 1), 0);
-  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "127.0.0.1", refusing.port.c_str()), 0) << nbd_get_error();
+  ASSERT_EQ(listen(refusing.get(), 1), 0);
+  EXPECT_EQ(nbd_aio_connect_tcp(h.get(), "127.0.0.1", port.c_str()), 0) << nbd_get_error();
   EXPECT_EQ(nbd_aio_is_connecting(h.get()), 1);
 }
 
@@ -588,15 +568,10 @@ TEST(HandleConnect, ConnectWaitsForWritabilityFirst) {
   // connect(2) completed at once, the handle waits to write; a read notification is
   // refused then; the first nbd_poll finishes the connect, and the handshake then waits
   // for the server's greeting.
-  char dir[] = "/tmp/dnbd-connect-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string path = std::string(dir) + "/sock";
-  int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un sa = {};
-  sa.sun_family = AF_UNIX;
-  strcpy(sa.sun_path, path.c_str());
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr *>(&sa), sizeof sa), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
+  duplexnbd::tls_testing::TempDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string path = dir / "sock";
+  duplexnbd::transport::FileDescriptor listener = duplexnbd::transport::unix_listener(path);
   HandlePtr h = make_handle();
   ASSERT_EQ(nbd_aio_connect_unix(h.get(), path.c_str()), 0) << nbd_get_error();
   EXPECT_EQ(nbd_aio_is_connecting(h.get()), 1);
@@ -606,8 +581,4 @@ TEST(HandleConnect, ConnectWaitsForWritabilityFirst) {
   EXPECT_EQ(nbd_poll(h.get(), 0), 1) << nbd_get_error();
   EXPECT_EQ(nbd_aio_is_connecting(h.get()), 1);
   EXPECT_EQ(nbd_aio_get_direction(h.get()), unsigned(LIBNBD_AIO_DIRECTION_READ));
-  h.reset();
-  close(listener);
-  unlink(path.c_str());
-  rmdir(dir);
 }
