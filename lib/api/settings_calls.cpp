@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 // Per-handle settings (export, TLS, requests, modes, URI limits), state queries, statistics.
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -10,7 +9,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "api_impl.h"
 #include "engine/connection.h"

@@ -285,16 +285,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     // docs/hostile-servers.md, [skipped-payload]); here the payload is skipped too.
     if (len > cur_->count + kMaxPayload) return protocol_error("reply chunk too large");
     set_cmd_error(cur_, EPROTO);
-    discard_left_ = len;
-    step_ = Step::Discard;
-    if (len == 0) end_chunk(finished, table);
+    skip_payload(len, finished, table);
     return {};
   }
   if (type == wire::kReplyTypeNone) {
     if (!chunk_.done() || len != 0) set_cmd_error(cur_, EPROTO);
-    discard_left_ = len;
-    step_ = Step::Discard;
-    if (len == 0) end_chunk(finished, table);
+    skip_payload(len, finished, table);
     return {};
   }
   if (type == wire::kReplyTypeOffsetData) {
@@ -308,9 +304,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
     if (cur_->type != wire::kCmdRead || len < wire::kOffsetDataPrefixSize) {
       if (len > cur_->count + kMaxPayload) return protocol_error("data chunk too large");
       set_cmd_error(cur_, EPROTO);
-      discard_left_ = len;
-      step_ = Step::Discard;
-      if (len == 0) end_chunk(finished, table);
+      skip_payload(len, finished, table);
       return {};
     }
     step_ = Step::DataPrefix;
@@ -322,9 +316,7 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   if (!known) {
     // An unknown non-error chunk: the spec says the command failed, the stream is fine.
     set_cmd_error(cur_, EPROTO);
-    discard_left_ = len;
-    step_ = Step::Discard;
-    if (len == 0) end_chunk(finished, table);
+    skip_payload(len, finished, table);
     return {};
   }
   payload_.resize(len);
@@ -334,6 +326,12 @@ Status ReplyReader::on_header(CommandTable &table, CompletionList &finished) {
   step_ = Step::Payload;
   if (len == 0) return on_payload_done(finished, table);
   return {};
+}
+
+void ReplyReader::skip_payload(uint64_t len, CompletionList &finished, CommandTable &table) {
+  discard_left_ = len;
+  step_ = Step::Discard;
+  if (len == 0) end_chunk(finished, table);
 }
 
 Status ReplyReader::on_data_prefix() {

@@ -63,6 +63,8 @@ private:
   size_t header_cap() const;
 
   Status on_header(CommandTable &table, CompletionList &finished);
+  // The current chunk's payload of `len` bytes is read past, unused; the chunk ends after.
+  void skip_payload(uint64_t len, CompletionList &finished, CommandTable &table);
   Status on_data_prefix();
   void on_data_done(CompletionList &finished, CommandTable &table);
   Status on_payload_done(CompletionList &finished, CommandTable &table);
