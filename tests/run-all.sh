@@ -89,6 +89,12 @@ else
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
+  # Fuzz findings again, in a few lines each, where a reader of the run's tail looks.
+  for f in "$build-fuzz"/*.finding; do
+    [ -f "$f" ] || continue
+    echo "run-all: $(basename "$f" .finding) finding:" >&2
+    cat "$f" >&2
+  done
   printf 'run-all: failed: %s\n' "${failed[@]}" >&2
   exit 1
 fi

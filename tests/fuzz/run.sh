@@ -52,6 +52,8 @@ for t in $targets; do
   timeout=10 max_len=131072
   [ "$t" = diff_fuzz ] && timeout=150 max_len=8192
   echo "== $t: ${seconds}s"
+  rm -f "$build/$t.finding"
+  touch "$build/$t.started"
   # The first corpus directory receives new inputs; the repo's seeds are only read.
   if ! ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
@@ -59,10 +61,24 @@ for t in $targets; do
          -max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=2048 -max_len="$max_len" \
          -artifact_prefix="$artifacts/" -print_final_stats=1 >"$build/$t.log" 2>&1; then
     echo "!! $t found a problem; log: $build/$t.log, reproducers: $artifacts" >&2
-    grep -E "^==[0-9]+==ERROR|^SUMMARY|runtime error|invariant broken|ALARM|deadly signal" "$build/$t.log" | head -20 >&2 || true
+    # The finding in a few lines, kept beside the log ($t.finding) so that a caller can
+    # show it again at the end of a long run, where CI's excerpt of the output looks.
+    {
+      grep -E "^==[0-9]+==ERROR|^SUMMARY|runtime error|invariant broken|ALARM|deadly signal" "$build/$t.log" | head -20 || true
+      # diff_fuzz's own report: the two outcomes and both drivers' records.
+      sed -n '/^diff_fuzz: /,/^==[0-9]*== ERROR/p' "$build/$t.log" | head -150
+      # The reproducer itself (small), to replay elsewhere: base64 -d > f; $t f
+      find "$artifacts" -type f -newer "$build/$t.started" -size -17k | while read -r a; do
+        echo "reproducer $(basename "$a") (base64):"
+        base64 -w 100 "$a"
+      done
+    } > "$build/$t.finding"
+    cat "$build/$t.finding" >&2
     failed=1
   else
     grep -E "^stat::number_of_executed_units|^stat::new_units_added|cov:" "$build/$t.log" | tail -3
+    stalls=$(grep -c "stalled; played again" "$build/$t.log" || true)
+    [ "$stalls" = 0 ] || echo "$t: $stalls silent driver(s) played again (see $build/$t.log)"
   fi
 done
 exit "$failed"
