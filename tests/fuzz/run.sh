@@ -48,9 +48,11 @@ for t in $targets; do
   work=$build/work/$t
   artifacts=$build/artifacts/$t
   mkdir -p "$work" "$artifacts"
-  # diff_fuzz runs two child processes per input and reports a silent one after 60 s itself.
+  # diff_fuzz runs two child processes per input and reports a silent one itself, with its
+  # state: after 60 s, plus up to 60 s for gdb's stacks, and a silent one is played twice;
+  # libFuzzer's own limit stays above the 480 s that takes for both, so the report wins.
   timeout=10 max_len=131072
-  [ "$t" = diff_fuzz ] && timeout=150 max_len=8192
+  [ "$t" = diff_fuzz ] && timeout=600 max_len=8192
   echo "== $t: ${seconds}s"
   rm -f "$build/$t.finding"
   touch "$build/$t.started"
